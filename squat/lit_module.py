@@ -1,0 +1,123 @@
+"""The LightningModule: the student being trained plus, for QAT, the frozen teacher(s).
+
+This is where the pieces meet: ``squat.quant`` (the student's quantizers, per-forward record and token state),
+``squat.losses`` (tensors in, loss terms out) and Lightning (optimisation, logging, checkpoints).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from squat.config import MethodConfig, StageConfig
+from squat.eval.perplexity import NLLMeter, sum_nll
+from squat.losses import distillation_loss, distribution_loss, entropy_loss, total_loss
+
+
+class SquatLitModule(L.LightningModule):
+    def __init__(
+        self,
+        student: torch.nn.Module,
+        stage: StageConfig,
+        method: MethodConfig | None = None,
+        teachers: Sequence[torch.nn.Module] = (),
+        token_bytes: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.student = student
+        self.stage_cfg = stage
+        self.method_cfg = method or MethodConfig()
+        # A plain list keeps the frozen teachers out of state_dict, checkpoints and the optimiser.
+        self.teachers = list(teachers)
+        for t in self.teachers:
+            t.eval().requires_grad_(False)
+        self.register_buffer("token_bytes", token_bytes if token_bytes is not None else torch.zeros(0), persistent=False)
+        self._meter = NLLMeter()
+
+    @property
+    def quant(self):
+        return getattr(self.student, "squat_quant", None)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.student(input_ids=input_ids).logits
+
+    def on_fit_start(self) -> None:
+        for t in self.teachers:
+            t.to(self.device)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if not self.teachers:
+            loss = sum_nll(self(batch), batch) / batch[:, 1:].numel()
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
+        terms = self.qat_losses(batch)
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, prog_bar=k == "loss")
+        if self.quant is not None and self.quant.state is not None:
+            self.log("train/low_bit_token_fraction", self.quant.state.low_fraction())
+        return terms["loss"]
+
+    def qat_losses(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Distillation from the teacher ensemble plus, for Squat, the entropy and distribution losses."""
+        m = self.method_cfg
+        handle = self.quant
+        need_qk = handle is not None and m.r_entropy > 0
+        need_maps = handle is not None and m.r_distribution > 0
+        if handle is not None:
+            handle.record.keep_qk, handle.record.keep_maps = need_qk, need_maps
+            handle.record.clear()
+        s_logits = self(batch)
+        with torch.no_grad():
+            outs = [t(input_ids=batch, output_attentions=need_maps and i == 0) for i, t in enumerate(self.teachers)]
+            t_logits = torch.stack([o.logits.float() for o in outs]).mean(0)
+        d = distillation_loss(
+            s_logits[:, :-1], t_logits[:, :-1], batch[:, 1:],
+            gamma=m.distill_gamma, temperature=m.temperature, direction=m.kl_direction.value,
+        )
+        ent = entropy_loss(handle.record.stacked("q"), handle.record.stacked("k"), form=m.entropy_form) if need_qk else None
+        dist = None
+        if need_maps:
+            t_maps = torch.stack([a.float() for a in outs[0].attentions])
+            dist = distribution_loss(handle.record.stacked("maps"), t_maps, form=m.distribution_form)
+        if handle is not None:
+            handle.record.clear()
+        return total_loss(d, ent, dist, r_entropy=m.r_entropy, r_distribution=m.r_distribution)
+
+    # ---- validation: perplexity and bits per byte over the whole split ----
+    def on_validation_epoch_start(self) -> None:
+        self._meter = NLLMeter(self.token_bytes)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._meter.update(self(batch), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        res = self._meter.compute()
+        for k, v in res.items():
+            self.log(f"val/{k}", v, prog_bar=k in ("loss", "ppl"))
+        if self.quant is not None and self.quant.state is not None:
+            self.log("val/low_bit_token_fraction", self.quant.state.low_fraction())
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.student.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "_quant" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.stage_cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.stage_cfg.lr,
+            betas=tuple(self.stage_cfg.betas),
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = get_cosine_with_min_lr_schedule_with_warmup(
+            opt,
+            num_warmup_steps=min(self.stage_cfg.warmup_steps, total // 2),
+            num_training_steps=total,
+            min_lr_rate=self.stage_cfg.min_lr_ratio,
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
