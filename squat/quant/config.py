@@ -1,0 +1,106 @@
+"""What to quantize: bit widths, granularity and sites, validated on creation.
+
+Plain dataclasses with no behaviour, used as Hydra structured configs (``conf/quant/*.yaml``) so a typo
+or an unsupported bit width fails at compose time or in ``__post_init__``, before any training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+
+class Choice(str, Enum):
+    """A config choice: validated by OmegaConf at compose time, prints as its value (run dirs, wandb names)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Granularity(Choice):
+    per_tensor = "per_tensor"
+    per_channel = "per_channel"
+
+
+class TokenSelect(Choice):
+    per_sample = "per_sample"  # default: each sequence picks its own top tokens
+    batch = "batch"  # public code: one index set shared across the batch
+
+
+class TokenScore(Choice):
+    probs = "probs"  # default: softmax attention to the first token
+    logits = "logits"  # public code: pre-softmax scores
+
+
+def _check_bits(name: str, bits: Optional[int]) -> None:
+    if bits is not None and bits not in ALLOWED_BITS:
+        raise ValueError(
+            f"quant.{name}={bits} is not supported: use one of {list(ALLOWED_BITS)} or null (off)"
+        )
+
+
+@dataclass
+class TokenPolicyConfig:
+    """Token-adaptive activations: the top ``ratio`` of tokens by attention-sink importance get
+    ``high_bits``, the rest ``quant.act_bits`` (paper section 5)."""
+
+    enabled: bool = False
+    ratio: float = 0.5
+    high_bits: int = 8
+    select: TokenSelect = TokenSelect.per_sample
+    score: TokenScore = TokenScore.probs
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"quant.token_policy.ratio={self.ratio} must lie in [0, 1]")
+        _check_bits("token_policy.high_bits", self.high_bits)
+
+
+@dataclass
+class SitesConfig:
+    """Which activation sites are quantized (paper section 3; LLaMA names, GPT-2 mapped alike)."""
+
+    attn_input: bool = True  # input of q/k/v projections (GPT-2: c_attn)
+    q: bool = True  # after rotary embedding
+    k: bool = True
+    v: bool = True
+    probs: bool = True  # softmax probabilities, always unsigned
+    o_proj_input: bool = False  # public code leaves it in float
+    mlp_input: bool = True  # input of gate/up (GPT-2: c_fc)
+    mlp_down_input: bool = True  # act(gate) * up before down_proj (GPT-2: mlp.c_proj input)
+    lm_head: bool = False  # weight and input of the output projection
+
+
+@dataclass
+class QuantConfig:
+    """Bit widths per site class; ``null`` turns a class off (that site stays float)."""
+
+    name: str = "fp"
+    weight_bits: Optional[int] = None
+    act_bits: Optional[int] = None
+    probs_bits: Optional[int] = None
+    weight_granularity: Granularity = Granularity.per_tensor
+    sites: SitesConfig = field(default_factory=SitesConfig)
+    token_policy: TokenPolicyConfig = field(default_factory=TokenPolicyConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("weight_bits", "act_bits", "probs_bits"):
+            _check_bits(name, getattr(self, name))
+        if self.token_policy.enabled and self.act_bits is None:
+            raise ValueError("quant.token_policy.enabled needs quant.act_bits (the low precision), e.g. 4")
+
+    @property
+    def is_float(self) -> bool:
+        return self.weight_bits is None and self.act_bits is None and self.probs_bits is None
+
+    @property
+    def effective_act_bits(self) -> Optional[float]:
+        """Average activation bits per token, the x axis of the token-ratio ablation."""
+        if self.act_bits is None:
+            return None
+        if not self.token_policy.enabled:
+            return float(self.act_bits)
+        r = self.token_policy.ratio
+        return r * self.token_policy.high_bits + (1 - r) * self.act_bits

@@ -1,0 +1,67 @@
+"""Where (linears): a quantized linear swapped in place of ``nn.Linear`` or GPT-2's ``Conv1D``.
+
+It owns its weight quantizer and points at its input-activation quantizer (shared by the projections that
+read the same tensor, e.g. q/k/v, so they see one quantized input as the integer kernel does). With both
+quantizers off it runs the exact float ops of the module it replaced, so outputs stay bit-identical.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers.pytorch_utils import Conv1D
+
+
+class QuantLinear(nn.Module):
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, conv1d: bool, weight_quant: nn.Module, act_quant: nn.Module):
+        super().__init__()
+        # Same Parameter objects as the replaced module: no copy, and optimiser/state_dict names stay HF's.
+        self.weight = weight
+        self.bias = bias
+        self.conv1d = conv1d  # GPT-2 Conv1D stores [in, out] and computes addmm
+        self.weight_quant = weight_quant
+        self.act_quant = act_quant
+
+    @classmethod
+    def from_module(cls, mod: nn.Module, weight_quant: nn.Module, act_quant: nn.Module) -> "QuantLinear":
+        if isinstance(mod, Conv1D):
+            return cls(mod.weight, mod.bias, True, weight_quant, act_quant)
+        if isinstance(mod, nn.Linear):
+            return cls(mod.weight, mod.bias, False, weight_quant, act_quant)
+        raise TypeError(f"cannot quantize {type(mod).__name__}: expected nn.Linear or transformers Conv1D")
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[0] if self.conv1d else self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1] if self.conv1d else self.weight.shape[0]
+
+    def weight_nk(self) -> torch.Tensor:
+        """The float weight as ``[out, in]`` (the layout quantizers and the kernel use)."""
+        return self.weight.t() if self.conv1d else self.weight
+
+    def quantized_weight_nk(self) -> torch.Tensor:
+        w = self.weight_nk()
+        return w if isinstance(self.weight_quant, nn.Identity) else self.weight_quant(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_quant(x)
+        if self.conv1d:
+            w = self.weight if isinstance(self.weight_quant, nn.Identity) else self.quantized_weight_nk().t()
+            out = torch.addmm(self.bias, x.view(-1, x.size(-1)), w)
+            return out.view(*x.shape[:-1], w.shape[1])
+        return F.linear(x, self.quantized_weight_nk(), self.bias)
+
+    def to_float(self) -> nn.Module:
+        """Back to a plain module (sharing the same Parameters), with the quantizers dropped."""
+        if self.conv1d:
+            mod = Conv1D(self.out_features, self.in_features)
+        else:
+            mod = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        mod.weight, mod.bias = self.weight, self.bias
+        return mod
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, conv1d={self.conv1d}"

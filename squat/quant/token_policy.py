@@ -1,0 +1,258 @@
+"""Token-adaptive mixed precision (paper section 5): which tokens keep 8-bit activations.
+
+Pure tensor functions; the model's attention calls them. Conventions:
+
+* ``high`` masks are bool ``[B, T]``, True = 8-bit (important) token, False = 4-bit token.
+* ``valid_mask`` / ``key_mask`` are bool, True = real token, False = padding. Padding is never
+  counted towards a ratio and is always returned False (it has no precision to choose).
+* ``ratio`` is the fraction of valid tokens kept at 8 bits (paper's rho; 4-bit:8-bit 1:1 -> 0.5,
+  1:3 -> 0.75, 3:1 -> 0.25).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "token_importance",
+    "select_high_precision",
+    "select_high_precision_incremental",
+    "realised_low_fraction",
+    "TokenPrecisionState",
+    "TokenAdaptiveQuantizer",
+]
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+
+
+def _count(ratio: float, n_valid: Tensor) -> Tensor:
+    """Number of 8-bit tokens, ``round(ratio * n_valid)``; ties round half to even like Python's round."""
+    return torch.round(ratio * n_valid.to(torch.float64)).to(torch.long)
+
+
+def token_importance(attn: Tensor, key_mask: Tensor | None = None) -> Tensor:
+    """Importance of each query token = its attention to the first key, averaged over heads.
+
+    The first token is the attention sink; tokens that lean on it are the ones quantization damages
+    most, so they get 8 bits.
+
+    Args:
+        attn: ``[B, H, T, S]``. Pass the softmax probabilities (default, paper) or the pre-softmax
+            scores (public code's variant); the same column is read from either, so which tensor
+            is passed *is* the choice. The queries are the last T of S positions (KV cache).
+        key_mask: optional ``[B, S]`` bool, True = real key. With left padding the sink is the
+            first *real* key, not column 0; without a mask column 0 is used.
+
+    Returns:
+        ``[B, T]`` float32 importance.
+    """
+    if key_mask is None:
+        col = attn[..., 0]  # [B, H, T]
+    else:
+        first = key_mask.to(torch.int8).argmax(dim=-1)  # first True; 0 if a row has none
+        idx = first.view(-1, 1, 1, 1).expand(attn.shape[0], attn.shape[1], attn.shape[2], 1)
+        col = attn.gather(-1, idx).squeeze(-1)
+    return col.float().mean(dim=1)
+
+
+def _top_k_mask(importance: Tensor, valid: Tensor, k: Tensor) -> Tensor:
+    """Per row, True on the k highest-importance valid positions; ties go to the lower index."""
+    # Two stable sorts give the order (valid first, then importance descending, then index
+    # ascending) even when a valid score equals the value padding might hold (e.g. -inf logits).
+    order = importance.sort(dim=-1, descending=True, stable=True).indices
+    v_sorted = valid.gather(-1, order)
+    order = order.gather(-1, v_sorted.to(torch.int8).sort(dim=-1, descending=True, stable=True).indices)
+    rank_ok = torch.arange(importance.shape[-1], device=importance.device) < k.unsqueeze(-1)
+    return torch.zeros_like(valid).scatter(-1, order, rank_ok)
+
+
+def select_high_precision(
+    importance: Tensor,
+    ratio: float,
+    per_sample: bool = True,
+    valid_mask: Tensor | None = None,
+) -> Tensor:
+    """Choose the 8-bit tokens: the ``round(ratio * n_valid)`` most important valid tokens.
+
+    Args:
+        importance: ``[B, T]`` from ``token_importance``.
+        ratio: fraction of valid tokens kept at 8 bits; 0 -> none, 1 -> all valid tokens.
+        per_sample: True (default): each sample picks its own tokens, exactly
+            ``round(ratio * n_valid[b])`` of them. False (public code's variant): one index set for
+            the whole batch, chosen from the batch-mean importance (mean over the samples in which the
+            position is valid), among positions valid in any sample; it is then ANDed with
+            ``valid_mask``, so a padded sample can get fewer than its share.
+        valid_mask: optional ``[B, T]`` bool, True = real token.
+
+    Returns:
+        ``[B, T]`` bool, True = 8-bit. Ties in importance are broken by lower position index, so the
+        result is deterministic.
+    """
+    _check_ratio(ratio)
+    valid = torch.ones_like(importance, dtype=torch.bool) if valid_mask is None else valid_mask.bool()
+    imp = importance.float()
+    if per_sample:
+        return _top_k_mask(imp, valid, _count(ratio, valid.sum(-1)))
+    w = valid.to(imp.dtype)
+    shared_imp = (imp * w).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp_min(1.0)  # [1, T]
+    shared_valid = valid.any(0, keepdim=True)
+    shared = _top_k_mask(shared_imp, shared_valid, _count(ratio, shared_valid.sum(-1)))
+    return shared & valid
+
+
+def select_high_precision_incremental(
+    past_scores: Tensor,
+    new_score: Tensor,
+    ratio: float,
+    past_valid: Tensor | None = None,
+) -> Tensor:
+    """Precision of one newly decoded token, so that decoding follows the same rule as training.
+
+    Rule: the new token is 8-bit iff it would be selected if ``select_high_precision`` (per sample)
+    were re-run now on the whole sequence, i.e. iff fewer than ``k = round(ratio * n)`` earlier
+    scores are >= its score, with ``n`` = valid past tokens + 1. (It is the last index, so it loses
+    ties, as in the batch rule.) This is the rank form of "score >= the (1 - ratio) quantile of all
+    scores so far including itself", but it is exact at the ends: ratio 0 never selects, ratio 1
+    always does. Earlier tokens keep the precision they were given (their cached K/V are already
+    quantized). If scores are exchangeable, the new token's rank is uniform, so each step is 8-bit
+    with probability ``k / n ~ ratio`` and the realised fraction tracks ``ratio``; a strong trend in
+    the scores over the sequence biases it.
+
+    Args:
+        past_scores: ``[B, S_past]`` importance of the tokens so far (S_past may be 0).
+        new_score: ``[B, 1]`` importance of the new token.
+        ratio: target fraction of 8-bit tokens.
+        past_valid: optional ``[B, S_past]`` bool, True = real token (left padding is ignored).
+
+    Returns:
+        ``[B, 1]`` bool, True = 8-bit.
+    """
+    _check_ratio(ratio)
+    ge = past_scores.float() >= new_score.float()  # [B, S_past]
+    n_past = past_scores.new_full((past_scores.shape[0],), past_scores.shape[1], dtype=torch.long)
+    if past_valid is not None:
+        ge = ge & past_valid.bool()
+        n_past = past_valid.sum(-1)
+    k = _count(ratio, n_past + 1)
+    return (ge.sum(-1) < k).unsqueeze(-1)
+
+
+def realised_low_fraction(high_mask: Tensor, valid_mask: Tensor | None = None) -> Tensor:
+    """Fraction of valid tokens that ran at 4 bits (scalar float32; 0 if there is no valid token).
+
+    Logged to check that the achieved precision mix is the configured one (e.g. with the batch-shared
+    variant and padding, or in decoding).
+    """
+    high = high_mask.bool()
+    if valid_mask is None:
+        valid = torch.ones_like(high)
+    else:
+        valid = valid_mask.bool()
+    n = valid.sum()
+    low = (valid & ~high).sum()
+    return low.float() / n.clamp_min(1).float()
+
+
+class TokenPrecisionState:
+    """Which tokens each layer keeps at high precision, and how that propagates (paper section 5).
+
+    Layer ``l`` chooses its 8-bit tokens from its attention to the first token. That choice sets the precision
+    of layer ``l``'s v and MLP activations and of layer ``l+1``'s attention input, q and k; layer 0's input, q and
+    k are all high precision. The state keeps each layer's choices for the whole sequence so that, while
+    decoding with a KV cache, past keys and values (re-quantized each step from the float cache) keep the
+    precision they were given, and each new token is judged against the scores seen so far
+    (:func:`select_high_precision_incremental`).
+    """
+
+    def __init__(self, ratio: float, per_sample: bool = True, score: str = "probs"):
+        _check_ratio(ratio)
+        if score not in ("probs", "logits"):
+            raise ValueError(f"score must be 'probs' or 'logits', got {score!r}")
+        self.ratio, self.per_sample, self.score = ratio, per_sample, score
+        self.high: dict[int, Tensor] = {}  # layer -> [B, S] choices over the whole sequence so far
+        self.scores: dict[int, Tensor] = {}  # layer -> [B, S] importance history (for decoding)
+        self.new: dict[int, int] = {}  # layer -> number of positions added by the current forward
+
+    def update(self, layer: int, probs: Tensor, logits: Tensor) -> Tensor:
+        """Choose layer ``layer``'s high-precision tokens among the ``T`` queries of this forward."""
+        attn = probs if self.score == "probs" else logits
+        imp = token_importance(attn.detach())  # [B, T]
+        t, s = attn.shape[-2], attn.shape[-1]
+        if t == s or layer not in self.high:  # a new sequence (training, or the prefill of generate)
+            high = select_high_precision(imp, self.ratio, per_sample=self.per_sample)
+            self.high[layer], self.scores[layer] = high, imp
+        else:  # decoding: one (or a few) new tokens appended to the cache
+            high_parts = []
+            for i in range(t):
+                h = select_high_precision_incremental(self.scores[layer], imp[:, i : i + 1], self.ratio)
+                self.scores[layer] = torch.cat([self.scores[layer], imp[:, i : i + 1]], dim=1)
+                high_parts.append(h)
+            self.high[layer] = torch.cat([self.high[layer]] + high_parts, dim=1)
+        self.new[layer] = t
+        return self.high[layer][:, -t:]
+
+    def _of(self, layer: int, whole: bool) -> Tensor | None:
+        if layer < 0:
+            return None  # before layer 0: everything at high precision
+        h = self.high[layer]
+        return h if whole else h[:, -self.new[layer] :]
+
+    def input_mask(self, layer: int) -> Tensor | None:
+        """``[B, T]`` for layer ``layer``'s attention input and q (chosen by the previous layer)."""
+        return self._of(layer - 1, whole=False)
+
+    def key_mask(self, layer: int) -> Tensor | None:
+        """``[B, S]`` for layer ``layer``'s keys, over the whole cached sequence."""
+        return self._of(layer - 1, whole=True)
+
+    def value_mask(self, layer: int) -> Tensor:
+        """``[B, S]`` for layer ``layer``'s values (its own choice)."""
+        return self._of(layer, whole=True)
+
+    def output_mask(self, layer: int) -> Tensor:
+        """``[B, T]`` for layer ``layer``'s o_proj/MLP activations (its own choice)."""
+        return self._of(layer, whole=False)
+
+    def low_fraction(self) -> Tensor | None:
+        """Realised fraction of low-precision tokens in the last forward, over layers."""
+        if not self.high:
+            return None
+        return torch.stack([realised_low_fraction(self.output_mask(l)) for l in self.high]).mean()
+
+
+class TokenAdaptiveQuantizer(nn.Module):
+    """Two quantizers for one site: ``high`` for the chosen tokens, ``low`` for the rest.
+
+    Inside attention the caller passes the mask; at a linear's input it is read from the shared state
+    (``which`` = "input": chosen by the previous layer; "output": chosen by this layer).
+    """
+
+    def __init__(self, low: nn.Module, high: nn.Module, state: TokenPrecisionState, layer: int, which: str):
+        super().__init__()
+        if which not in ("input", "output"):
+            raise ValueError(f"which must be 'input' or 'output', got {which!r}")
+        self.low, self.high = low, high
+        self.layer, self.which = layer, which
+        object.__setattr__(self, "state", state)  # shared plain object, not a submodule
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.state.input_mask(self.layer) if self.which == "input" else self.state.output_mask(self.layer)
+        return self.quantize(x, mask)
+
+    def quantize(self, x: Tensor, high: Tensor | None) -> Tensor:
+        """``high``: ``[B, T]`` bool over x's token axis (dim -2), or None for all high precision."""
+        hi = self.high(x)
+        if high is None:
+            return hi
+        lo = self.low(x)
+        m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
+        return torch.where(m, hi, lo)
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, mask={self.which}"
