@@ -1,0 +1,42 @@
+/// W8A8 on the dot-product path: MR=8, NR=8, KR=4 (sdot by lane), K block 16.
+/// Packers: pack_rhs_qs8_nxk_c4 (RHS), pack_lhs_qs8_rows (LHS).
+#if !defined(SQUAT_SIMDE) && !defined(__ARM_FEATURE_DOTPROD)
+#error "gemm_qs8_qs8_8x8c4_neondot needs __ARM_FEATURE_DOTPROD (-march=armv8.2-a+dotprod)"
+#endif
+#include "squat_igemm_interface.h"
+#include "squat_pack.h"
+#include "tile_qs8_c4_8x8_neondot.h"
+
+static const size_t kMR = 8, kNR = 8, kKR = 4, kKB = 16;
+static size_t get_mr(void) { return kMR; }
+static size_t get_nr(void) { return kNR; }
+static size_t get_kr(void) { return kKR; }
+static size_t rhs_size(size_t n, size_t k) { return SQ_ROUND_UP(n, kNR) * SQ_ROUND_UP(k, kKB); }
+static void pack_rhs(size_t n, size_t k, const int8_t *w, size_t ws, void *out) {
+  pack_rhs_qs8_nxk_c4(kNR, SQ_ROUND_UP(k, kKB), n, k, w, ws, out);
+}
+static size_t lhs_size(size_t m, size_t k) { return m * SQ_ROUND_UP(k, kKB); }
+static void pack_lhs(size_t m, size_t k, const int8_t *x, size_t xs, void *out) {
+  pack_lhs_qs8_rows(SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
+}
+static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; (void)k; return 0; }
+
+void squat_gemm_qs8_qs8_8x8c4__neondot(size_t m, size_t n, size_t k, const void *lhs, const void *rhs,
+                                        int32_t *c, size_t cs, void *scratch) {
+  (void)scratch;
+  const size_t kp = SQ_ROUND_UP(k, kKB);
+  const int8_t *a = lhs;
+  for (size_t p = 0; p < n; p += kNR) {
+    const int8_t *w = (const int8_t *)rhs + p * kp;
+    const size_t nc = n - p < kNR ? n - p : kNR;
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) sq_tile_qs8_c4_x8(8, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
+    if (i + 4 <= m) { sq_tile_qs8_c4_x8(4, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc); i += 4; }
+    for (; i < m; i++) sq_tile_qs8_c4_x8(1, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
+  }
+}
+
+const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs8_8x8c4_neondot = {
+  "gemm_qs8_qs8_8x8c4_neondot", "w8a8", 8, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
+  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
+  squat_gemm_qs8_qs8_8x8c4__neondot};

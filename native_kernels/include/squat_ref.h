@@ -1,0 +1,30 @@
+/// @file squat_ref.h
+/// Scalar references: the oracle for every SIMD kernel (C tests) and mirrored in Python (squat/kernels/reference.py).
+#ifndef SQUAT_REF_H
+#define SQUAT_REF_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// C[m,n] = sum_k X[m,k] * W[n,k], accumulated in int64 then narrowed (exact for every shape the kernels accept).
+void ref_gemm_qs8_qs8(size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const int8_t *w, size_t ws,
+                      int32_t *c, size_t cs);
+/// Scalar emulation of the MKMP arithmetic itself (16-bit lanes holding two rows' 4-bit weights, 32-bit
+/// widening accumulation, field split every SQUAT_MKMP_KB steps). acts must be in [-8,7] unless nibble_split.
+void ref_gemm_mkmp(size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const int8_t *w, size_t ws,
+                   int32_t *c, size_t cs, int nibble_split);
+/// fp32: one fmaf per k, ascending k (the order the NEON kernel uses per output element).
+void ref_gemm_f32(size_t m, size_t n, size_t k, const float *x, size_t xs, const float *w, size_t ws, float *c, size_t cs);
+/// fp16 (binary16 bit patterns): one fused multiply-add rounded to fp16 per k, ascending k.
+void ref_gemm_f16(size_t m, size_t n, size_t k, const uint16_t *x, size_t xs, const uint16_t *w, size_t ws,
+                  uint16_t *c, size_t cs);
+
+/// Symmetric per-group quantization: scale = max|x| / qmax (1 if max is 0), q = clamp(round_half_away(x / scale)).
+float ref_quantize_group(size_t rows, size_t k, const float *x, size_t xs, int qmax, int8_t *q, size_t qs);
+/// Top-k token control: n8 = floor(ratio8 * m + 0.5) tokens with the largest importance (ties: lower index)
+/// get mask 1 (8-bit group), the rest 0.
+void ref_topk_mask(size_t m, const float *importance, double ratio8, uint8_t *mask);
+size_t ref_n8(size_t m, double ratio8);
+
+#define SQUAT_MKMP_SHIFT 11
+#define SQUAT_MKMP_KB 16
+#endif

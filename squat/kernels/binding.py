@@ -1,0 +1,222 @@
+"""ctypes binding of ``libsquat_kernels.so``: numpy arrays in, numpy arrays out.
+
+Kernels are addressed by name; tile sizes and packed sizes come from the library (never hardcoded here).
+"""
+from __future__ import annotations
+
+import ctypes as C
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from squat.kernels.build import build
+
+_sz, _vp, _i8p = C.c_size_t, C.c_void_p, C.c_void_p
+
+
+class _IgemmHead(C.Structure):  # leading fields of squat_igemm_ukernel
+    _fields_ = [("name", C.c_char_p), ("precision", C.c_char_p), ("weight_bits", C.c_int), ("act_bits", C.c_int),
+                ("features", C.c_uint)]
+
+
+class _FgemmHead(C.Structure):  # leading fields of squat_fgemm_ukernel
+    _fields_ = [("name", C.c_char_p), ("precision", C.c_char_p), ("elem_size", C.c_size_t), ("features", C.c_uint)]
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    index: int
+    name: str
+    precision: str
+    kind: str  # "int" or "float"
+    weight_bits: int
+    act_bits: int
+    mr: int
+    nr: int
+    kr: int
+    available: bool
+
+
+@dataclass
+class PackedWeights:
+    kernel: KernelInfo
+    n: int
+    k: int
+    data: np.ndarray  # opaque packed bytes (kernel layout)
+
+
+def _ptr(a: np.ndarray | None):
+    return None if a is None else a.ctypes.data_as(C.c_void_p)
+
+
+class KernelLib:
+    def __init__(self, lib_path: str | Path):
+        self.path = Path(lib_path)
+        L = self.lib = C.CDLL(str(self.path))
+        sig = {
+            "squat_build_target": (C.c_char_p, []), "squat_cpu_features": (C.c_uint, []),
+            "squat_igemm_count": (_sz, []), "squat_igemm_get": (C.POINTER(_IgemmHead), [_sz]),
+            "squat_igemm_available": (C.c_int, [_sz]), "squat_igemm_default": (C.c_int, [C.c_char_p]),
+            "squat_igemm_mr": (_sz, [_sz]), "squat_igemm_nr": (_sz, [_sz]), "squat_igemm_kr": (_sz, [_sz]),
+            "squat_igemm_rhs_size": (_sz, [_sz, _sz, _sz]), "squat_igemm_lhs_size": (_sz, [_sz, _sz, _sz]),
+            "squat_igemm_scratch_size": (_sz, [_sz, _sz, _sz, _sz]),
+            "squat_igemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
+            "squat_igemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
+            "squat_igemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
+            "squat_igemm_matmul": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz]),
+            "squat_fgemm_count": (_sz, []), "squat_fgemm_get": (C.POINTER(_FgemmHead), [_sz]),
+            "squat_fgemm_available": (C.c_int, [_sz]),
+            "squat_fgemm_mr": (_sz, [_sz]), "squat_fgemm_nr": (_sz, [_sz]), "squat_fgemm_kr": (_sz, [_sz]),
+            "squat_fgemm_rhs_size": (_sz, [_sz, _sz, _sz]), "squat_fgemm_lhs_size": (_sz, [_sz, _sz, _sz]),
+            "squat_fgemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
+            "squat_fgemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
+            "squat_fgemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz]),
+            "squat_quantize_group_f32": (C.c_float, [_sz, _sz, _vp, _sz, C.c_int, _vp, _sz]),
+            "squat_mixed_linear_f32": (C.c_int, [_sz, _sz, _sz, _vp, _sz, _vp, _vp, C.c_double, C.c_int, _vp,
+                                                 C.c_int, _vp, _vp, C.c_int, _vp, _sz, _vp, _vp]),
+        }
+        for name, (res, args) in sig.items():
+            f = getattr(L, name)
+            f.restype, f.argtypes = res, args
+        self.target = L.squat_build_target().decode()
+        self.kernels: dict[str, KernelInfo] = {}
+        for i in range(L.squat_igemm_count()):
+            h = L.squat_igemm_get(i).contents
+            self.kernels[h.name.decode()] = KernelInfo(
+                i, h.name.decode(), h.precision.decode(), "int", h.weight_bits, h.act_bits,
+                L.squat_igemm_mr(i), L.squat_igemm_nr(i), L.squat_igemm_kr(i), bool(L.squat_igemm_available(i)))
+        for i in range(L.squat_fgemm_count()):
+            h = L.squat_fgemm_get(i).contents
+            self.kernels[h.name.decode()] = KernelInfo(
+                i, h.name.decode(), h.precision.decode(), "float", 32 if h.elem_size == 4 else 16,
+                32 if h.elem_size == 4 else 16, L.squat_fgemm_mr(i), L.squat_fgemm_nr(i), L.squat_fgemm_kr(i),
+                bool(L.squat_fgemm_available(i)))
+
+    # ---- selection -------------------------------------------------------------------------------------
+    def default(self, precision: str) -> KernelInfo:
+        """Fastest available kernel: 'w8a8', 'w4a8', 'w4a4' (integer) or 'fp32', 'fp16'."""
+        if precision in ("fp32", "fp16"):
+            return next(k for k in self.kernels.values() if k.precision == precision and k.available)
+        i = self.lib.squat_igemm_default(precision.encode())
+        if i < 0:
+            raise RuntimeError(f"no available kernel for {precision}")
+        return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
+
+    def get(self, name: str | KernelInfo) -> KernelInfo:
+        return name if isinstance(name, KernelInfo) else self.kernels[name]
+
+    # ---- integer kernels -------------------------------------------------------------------------------
+    def pack_weights(self, kernel: str | KernelInfo, w: np.ndarray) -> PackedWeights:
+        """w: int8 [N, K] (unpacked; 4-bit kernels take values in [-8, 7]) -> kernel layout."""
+        ki = self.get(kernel)
+        if ki.kind == "int":
+            w = np.ascontiguousarray(w, dtype=np.int8)
+            lim = 8 if ki.weight_bits == 4 else 128
+            if w.size and (w.min() < -lim or w.max() > lim - 1):
+                raise ValueError(f"{ki.name}: weights must lie in [{-lim}, {lim - 1}]")
+            n, k = w.shape
+            buf = np.zeros(max(1, self.lib.squat_igemm_rhs_size(ki.index, n, k)), np.uint8)
+            self.lib.squat_igemm_pack_rhs(ki.index, n, k, _ptr(w), k, _ptr(buf))
+        else:
+            w = np.ascontiguousarray(w, dtype=np.float32 if ki.precision == "fp32" else np.float16)
+            n, k = w.shape
+            buf = np.zeros(max(1, self.lib.squat_fgemm_rhs_size(ki.index, n, k)), np.uint8)
+            self.lib.squat_fgemm_pack_rhs(ki.index, n, k, _ptr(w), k, _ptr(buf))
+        return PackedWeights(ki, n, k, buf)
+
+    def matmul(self, x: np.ndarray, packed: PackedWeights) -> np.ndarray:
+        """Integer kernels: int8 [M, K] -> int32 [M, N]. Float kernels: fp32/fp16 [M, K] -> same dtype [M, N]."""
+        ki = packed.kernel
+        if not ki.available:
+            raise RuntimeError(f"kernel {ki.name} needs CPU features this machine lacks")
+        if ki.kind == "int":
+            x = np.ascontiguousarray(x, dtype=np.int8)
+            m, k = x.shape
+            assert k == packed.k, (k, packed.k)
+            lim = 8 if ki.act_bits == 4 else 128
+            if x.size and (x.min() < -lim or x.max() > lim - 1):
+                raise ValueError(f"{ki.name}: activations must lie in [{-lim}, {lim - 1}]")
+            c = np.empty((m, packed.n), np.int32)
+            if self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n):
+                raise MemoryError("squat_igemm_matmul: allocation failed")
+            return c
+        dt = np.float32 if ki.precision == "fp32" else np.float16
+        x = np.ascontiguousarray(x, dtype=dt)
+        m, k = x.shape
+        lhs = np.zeros(max(1, self.lib.squat_fgemm_lhs_size(ki.index, m, k)), np.uint8)
+        c = np.empty((m, packed.n), dt)
+        self.lib.squat_fgemm_pack_lhs(ki.index, m, k, _ptr(x), k, _ptr(lhs))
+        self.lib.squat_fgemm_run(ki.index, m, packed.n, k, _ptr(lhs), _ptr(packed.data), _ptr(c), packed.n)
+        return c
+
+    def make_runner(self, packed: PackedWeights, m: int):
+        """Preallocated pack_lhs + run closure (benchmarks: no allocation inside the timed call)."""
+        ki, n, k, L = packed.kernel, packed.n, packed.k, self.lib
+        if ki.kind == "int":
+            lhs = np.zeros(max(1, L.squat_igemm_lhs_size(ki.index, m, k)), np.uint8)
+            scr = np.zeros(max(1, L.squat_igemm_scratch_size(ki.index, m, n, k)), np.uint8)
+            c = np.empty((m, n), np.int32)
+            pl, pr, pc, ps, pw = _ptr(lhs), _ptr(packed.data), _ptr(c), _ptr(scr), _ptr(packed.data)
+            pack, run, idx = L.squat_igemm_pack_lhs, L.squat_igemm_run, ki.index
+
+            def call(x: np.ndarray):
+                pack(idx, m, k, x.ctypes.data, k, pl)
+                run(idx, m, n, k, pl, pw, pc, n, ps)
+                return c
+        else:
+            dt = np.float32 if ki.precision == "fp32" else np.float16
+            lhs = np.zeros(max(1, L.squat_fgemm_lhs_size(ki.index, m, k)), np.uint8)
+            c = np.empty((m, n), dt)
+            pl, pw, pc = _ptr(lhs), _ptr(packed.data), _ptr(c)
+            pack, run, idx = L.squat_fgemm_pack_lhs, L.squat_fgemm_run, ki.index
+
+            def call(x: np.ndarray):
+                pack(idx, m, k, x.ctypes.data, k, pl)
+                run(idx, m, n, k, pl, pw, pc, n)
+                return c
+        return call
+
+    # ---- quantization and mixed precision ---------------------------------------------------------------
+    def quantize_group(self, x: np.ndarray, qmax: int) -> tuple[np.ndarray, float]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        m, k = x.shape
+        q = np.empty((m, k), np.int8)
+        s = self.lib.squat_quantize_group_f32(m, k, _ptr(x), k, int(qmax), _ptr(q), k)
+        return q, float(np.float32(s))
+
+    def mixed_linear(self, x: np.ndarray, packed8: PackedWeights, packed4: PackedWeights, w_scale: np.ndarray,
+                     ratio8: float = 0.5, importance: np.ndarray | None = None, mask8: np.ndarray | None = None):
+        """float32 [M, K] -> (y float32 [M, N], mask uint8 [M] (1 = 8-bit token), scales (s8, s4))."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        m, k = x.shape
+        n = packed8.n
+        assert packed4.n == n and packed8.k == k == packed4.k
+        if importance is None and mask8 is None:
+            raise ValueError("give importance or mask8")
+        imp = None if importance is None else np.ascontiguousarray(importance, dtype=np.float32).reshape(m)
+        msk = None if mask8 is None else np.ascontiguousarray(mask8, dtype=np.uint8).reshape(m)
+        ws = np.ascontiguousarray(np.asarray(w_scale, dtype=np.float32).reshape(-1))
+        per_ch = int(ws.size == n and n != 1)
+        y = np.empty((m, n), np.float32)
+        mask = np.empty(m, np.uint8)
+        scales = np.zeros(2, np.float32)
+        rc = self.lib.squat_mixed_linear_f32(m, n, k, _ptr(x), k, _ptr(imp), _ptr(msk), float(ratio8),
+                                             packed8.kernel.index, _ptr(packed8.data), packed4.kernel.index,
+                                             _ptr(packed4.data), _ptr(ws), per_ch, _ptr(y), n, _ptr(mask),
+                                             _ptr(scales))
+        if rc:
+            raise RuntimeError(f"squat_mixed_linear_f32 failed with code {rc}")
+        return y, mask, (float(scales[0]), float(scales[1]))
+
+
+_LIBS: dict[str, KernelLib] = {}
+
+
+def load(preset: str | None = None) -> KernelLib:
+    """Build (cached) and load the shared library for the host preset (x86-simde or aarch64-native)."""
+    out = build(preset)
+    key = str(out)
+    if key not in _LIBS:
+        _LIBS[key] = KernelLib(out / "libsquat_kernels.so")
+    return _LIBS[key]
