@@ -179,7 +179,7 @@ class MethodConfig:
 class TrainerConfig:
     """The subset of ``lightning.Trainer`` arguments the project uses, typed."""
 
-    max_steps: int = 600
+    max_steps: int = 400
     max_epochs: int = -1
     max_time: Optional[str] = None  # "DD:HH:MM:SS"
     val_check_interval: Optional[int] = 200
@@ -234,8 +234,16 @@ class EvalConfig:
     model_path: str = "???"
     data: DataConfig = field(default_factory=DataConfig)
     max_batches: Optional[int] = None
+    blimp_dir: Optional[str] = None  # e.g. ../shared/data/blimp_filtered_sample
+    blimp_max_pairs: Optional[int] = None  # per phenomenon
     output_dir: str = "${hydra:runtime.output_dir}"
     seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not Path(self.model_path).is_dir():
+            raise FileNotFoundError(f"model_path={self.model_path!r} is not a folder: pass a run's model/ folder")
+        if self.blimp_dir is not None and not Path(self.blimp_dir).is_dir():
+            raise FileNotFoundError(f"blimp_dir={self.blimp_dir!r} is not a folder of BLiMP *.json files")
 
 
 def register_configs() -> None:

@@ -17,7 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, RunConfig, Stage, register_configs
+from squat.callbacks import KernelBenchmark
+from squat.callbacks.kernel_benchmark import kernel_headline
 from squat.data import TextDataModule
+from squat.eval.perplexity import evaluate
 from squat.export import export_model
 from squat.lit_module import SquatLitModule
 from squat.models import build_model, load_model, num_params
@@ -96,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
     end = trainer.validate(lit, datamodule=dm, verbose=False)[0]
 
     paths = save_outputs(rc, lit, dm, out)
+    teacher = evaluate(lit.teachers[0], dm.val_dataloader(), dm.token_bytes) if lit.teachers else {}
     summary = {
         "title": f"{rc.stage.name.value}: {rc.model.name} ({num_params(lit.student) / 1e6:.2f}M params)",
         "stage": rc.stage.name.value,
@@ -107,9 +111,15 @@ def run(cfg: DictConfig) -> dict:
         "val_ppl_start": start["val/ppl"],
         "val_ppl_end": end["val/ppl"],
         "val_bpb_end": end.get("val/bpb"),
+        "teacher_val_ppl": teacher.get("ppl"),
+        "teacher_val_bpb": teacher.get("bpb"),
+        "low_bit_token_fraction": end.get("val/low_bit_token_fraction"),
         **paths,
         "output_dir": str(out),
     }
+    for cb in trainer.callbacks:
+        if isinstance(cb, KernelBenchmark) and cb.result:
+            summary["kernel"] = kernel_headline(cb.result)
     print("\n" + write_summary(out, summary))
     return summary
 

@@ -28,6 +28,7 @@ TINY = [
     "model.intermediate_size=128",
     "logger=csv",
     "callbacks.progress_bar=null",
+    "callbacks.kernel_benchmark=null",
     "trainer.enable_progress_bar=false",
     "trainer.max_steps=4",
     "trainer.val_check_interval=4",

@@ -1,0 +1,46 @@
+"""BLiMP zero-shot: a pair is right when log P(good) > log P(bad), summed over the sentence's tokens.
+
+Reads the BabyLM-filtered JSON-lines files (one per phenomenon: ``sentence_good``, ``sentence_bad``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def sentence_logprobs(model, tokenizer, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
+    """Summed log-probability of each sentence, conditioned on a leading EOS (the document separator)."""
+    model.eval()
+    eos = tokenizer.eos_token_id
+    out = []
+    for i in range(0, len(sentences), batch_size):
+        enc = [[eos] + tokenizer(s, add_special_tokens=False)["input_ids"] for s in sentences[i : i + batch_size]]
+        width = max(map(len, enc))
+        ids = torch.full((len(enc), width), eos, dtype=torch.long)
+        mask = torch.zeros(len(enc), width, dtype=torch.bool)
+        for j, e in enumerate(enc):
+            ids[j, : len(e)] = torch.tensor(e)
+            mask[j, : len(e)] = True
+        logits = model(input_ids=ids, attention_mask=mask.long()).logits[:, :-1].float()
+        lp = torch.gather(F.log_softmax(logits, -1), -1, ids[:, 1:, None]).squeeze(-1)
+        out.append((lp * mask[:, 1:]).sum(-1))
+    return torch.cat(out)
+
+
+def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None) -> dict[str, float]:
+    """Accuracy per phenomenon (file stem) and their unweighted average, as in the paper's Table I."""
+    files = sorted(Path(blimp_dir).glob("*.json")) + sorted(Path(blimp_dir).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no BLiMP *.json / *.jsonl files in {blimp_dir}")
+    acc = {}
+    for f in files:
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][:max_pairs]
+        good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows])
+        bad = sentence_logprobs(model, tokenizer, [r["sentence_bad"] for r in rows])
+        acc[f.stem] = float((good > bad).float().mean() * 100)
+    acc["average"] = sum(acc.values()) / len(acc)
+    return acc

@@ -1,0 +1,45 @@
+"""``squat-eval``: perplexity and bits per byte of a saved model (float or quantized student) on a data
+config's eval split, and BLiMP accuracy when ``blimp_dir`` is given."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from transformers import AutoTokenizer
+
+from squat.config import CONF_DIR, EvalConfig, register_configs
+from squat.data import TextDataModule
+from squat.eval.blimp import evaluate_blimp
+from squat.eval.perplexity import evaluate
+from squat.quant.prepare import load_quantized
+from squat.utils import task_wrapper, to_typed
+
+register_configs()
+
+
+def run_eval(ec: EvalConfig) -> dict:
+    tok = AutoTokenizer.from_pretrained(ec.model_path)
+    model = load_quantized(ec.model_path)
+    dm = TextDataModule(ec.data, tokenizer=tok).prepare()
+    res = {"model_path": ec.model_path, "data": str(ec.data.source), **dm.summary()}
+    res.update({f"val/{k}": v for k, v in evaluate(model, dm.val_dataloader(), dm.token_bytes, ec.max_batches).items()})
+    if ec.blimp_dir:
+        res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, tok, ec.blimp_dir, ec.blimp_max_pairs).items()})
+    out = Path(ec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@task_wrapper
+def main(cfg: DictConfig) -> None:
+    res = run_eval(to_typed(cfg))
+    for k, v in res.items():
+        print(f"{k:32s} {v:.4f}" if isinstance(v, float) else f"{k:32s} {v}")
+
+
+if __name__ == "__main__":
+    main()
