@@ -199,6 +199,11 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"trainer.max_steps={self.max_steps} must be positive or -1")
+        if self.max_steps == -1 and self.max_epochs == -1:
+            raise ValueError(
+                "the cosine schedule needs a length: set trainer.max_steps (or trainer.max_epochs); "
+                "trainer.max_time only adds a wall-clock cap"
+            )
 
 
 @dataclass

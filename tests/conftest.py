@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from squat.config import CONF_DIR, register_configs
 
@@ -38,12 +40,18 @@ TINY = [
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train"):
+    """Compose like ``@hydra.main`` does (HydraConfig set, so ``${hydra:...}`` resolves), minus the hydra node."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(
+        cfg = compose(
             config_name,
             overrides=[f"output_dir={tmp_path}", f"data.cache_dir={tmp_path.parent / 'squat_cache'}"] + overrides,
+            return_hydra_config=True,
         )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 @pytest.fixture

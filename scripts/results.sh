@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Reruns every number in docs/results.md (after scripts/setup.sh). Sections can be run alone:
+#   bash scripts/results.sh builtin|babylm_teacher|babylm_ablation|kernels
+# Each writes under outputs/docs/ and prints the table that docs/results.md quotes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+B=.venv/bin
+what=${1:-all}
+
+if [[ $what == all || $what == builtin ]]; then
+  # FP teacher on the embedded default (the quickstart's), then W8A8 / W4A8 / W4A4 / W4 A4:8 Squat students.
+  $B/squat-train hydra.run.dir=outputs/docs/builtin_teacher trainer.precision=bf16-mixed
+  $B/squat-train -m hydra.sweep.dir=outputs/docs/builtin_quant stage=qat stage.teacher=outputs/docs/builtin_teacher/model \
+    method=squat quant=w8a8,w4a8,w4a4,w4a4_8 trainer.max_steps=200 trainer.val_check_interval=100 \
+    callbacks.kernel_benchmark=null
+  $B/squat-report outputs/docs/builtin_quant
+fi
+
+if [[ $what == all || $what == babylm_teacher ]]; then
+  # 5.2M-parameter LLaMA, 8000-token BPE, 20 minutes of training on BabyLM text; then dev ppl, bpb and BLiMP.
+  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher
+  $B/squat-eval model_path=outputs/docs/babylm_teacher/model data=babylm \
+    blimp_dir=../shared/data/blimp_filtered_sample hydra.run.dir=outputs/docs/babylm_teacher_eval
+fi
+
+if [[ $what == all || $what == babylm_ablation ]]; then
+  # Paper Fig. 7 at small scale: Squat at W4A4 with the entropy (rE) and distribution (rD) losses on/off.
+  $B/squat-train -m experiment=ablation_losses hydra.sweep.dir=outputs/docs/babylm_ablation_losses \
+    data=babylm stage.teacher=outputs/docs/babylm_teacher/model trainer.max_steps=150 \
+    trainer.val_check_interval=150 trainer.limit_val_batches=50 callbacks.kernel_benchmark=null
+  $B/squat-report outputs/docs/babylm_ablation_losses
+fi
+
+if [[ $what == all || $what == kernels ]]; then
+  # Instruction counts under qemu (cortex-a76, max) and host wall clock with torch peers, LLaMA-58M shapes.
+  $B/squat-bench --llama58m -M 128 -M 1 --reps 3 --out outputs/docs/kernels
+fi

@@ -1,0 +1,72 @@
+"""QAT stage end to end on the embedded text: the student learns, is saved/exported, the kernel callback
+reports, and squat-eval reproduces the run's own validation numbers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from squat.evaluate import run_eval
+from squat.quant.prepare import load_quantized
+from squat.train import run
+from squat.utils import to_typed
+from tests.conftest import TINY, compose_cfg
+
+DATA = [o for o in TINY if o.startswith("data.")]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teacher")
+    run(compose_cfg(TINY + ["trainer.max_steps=40", "stage.lr=1e-2"], tmp))
+    return tmp / "model"
+
+
+@pytest.fixture(scope="module")
+def qat_run(teacher, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qat")
+    no_kernel = [o for o in TINY if not o.startswith("callbacks.kernel_benchmark")]
+    cfg = compose_cfg(no_kernel + [
+        "stage=qat", f"stage.teacher={teacher}", "quant=w4a4_8", "method=squat", "trainer.max_steps=12",
+        "trainer.val_check_interval=12", "callbacks.kernel_benchmark.reps=1",
+    ], tmp)
+    return tmp, run(cfg)
+
+
+def test_qat_student_improves_and_reports_the_teacher(qat_run):
+    out, s = qat_run
+    assert s["stage"] == "qat" and s["quant"] == "w4a4_8" and s["method"] == "squat"
+    assert s["val_ppl_end"] < s["val_ppl_start"]
+    assert s["teacher_val_ppl"] > 1 and s["low_bit_token_fraction"] == pytest.approx(0.5, abs=0.02)
+    metrics = (out / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for term in ("train/ce", "train/kl", "train/entropy", "train/distribution", "train/low_bit_token_fraction"):
+        assert term in metrics
+
+
+def test_kernel_benchmark_callback_writes_json_and_summary(qat_run):
+    out, s = qat_run
+    res = json.loads((out / "kernel_bench.json").read_text())
+    assert res["exactness"]["ok"] and res["exactness"]["checked"] > 0
+    assert {"FP16", "FP32", "W8A8", "W4A8", "mixed", "W4A4"} <= set(res["ms_per_token"]["64"])
+    assert set(res["ms"]) == {64, 1}
+    md = (out / "kernel_bench.md").read_text()
+    assert "W4A4" in md and "FP16" in md
+    assert "bit-exact PASS" in s["kernel"]
+    assert (out / "export" / "manifest.json").is_file()
+
+
+def test_saved_student_reloads_and_squat_eval_matches_the_run(qat_run, tmp_path):
+    out, s = qat_run
+    student = load_quantized(out / "model")
+    assert student.squat_quant.config.name == "w4a4_8"
+    cfg = compose_cfg(DATA + [f"model_path={out / 'model'}", "max_batches=2"], tmp_path, config_name="eval")
+    res = run_eval(to_typed(cfg))
+    assert res["val/ppl"] == pytest.approx(s["val_ppl_end"], rel=1e-4)
+    assert json.loads((tmp_path / "eval.json").read_text())["val/ppl"] == res["val/ppl"]
+
+
+def test_squat_eval_rejects_a_missing_model(tmp_path):
+    cfg = compose_cfg(DATA + [f"model_path={tmp_path / 'nope'}"], tmp_path, config_name="eval")
+    with pytest.raises(FileNotFoundError, match="model_path"):
+        to_typed(cfg)
