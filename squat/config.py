@@ -56,6 +56,7 @@ class DataConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self) -> None:
+        self.source = DataSource(self.source)
         if self.seq_len < 2:
             raise ValueError(f"data.seq_len={self.seq_len} must be at least 2")
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -94,6 +95,7 @@ class ModelConfig:
     tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        self.family = ModelFamily(self.family)
         if self.pretrained is None and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"
@@ -126,6 +128,7 @@ class StageConfig:
     teacher_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
+        self.name = Stage(self.name)
         if self.lr <= 0:
             raise ValueError(f"stage.lr={self.lr} must be positive")
         if self.teacher_dtype not in ("fp32", "bf16", "fp16"):
@@ -163,6 +166,7 @@ class MethodConfig:
     distribution_form: str = "corrected"  # corrected | paper
 
     def __post_init__(self) -> None:
+        self.kl_direction = KLDirection(self.kl_direction)
         if self.quantizer not in ("lsq", "pact", "nipq", "llmqat"):
             raise ValueError(f"method.quantizer={self.quantizer!r}: use lsq, pact, nipq or llmqat")
         if not 0.0 <= self.distill_gamma <= 1.0:

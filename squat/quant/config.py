@@ -53,6 +53,7 @@ class TokenPolicyConfig:
     score: TokenScore = TokenScore.probs
 
     def __post_init__(self) -> None:
+        self.select, self.score = TokenSelect(self.select), TokenScore(self.score)  # plain strings from Python
         if not 0.0 <= self.ratio <= 1.0:
             raise ValueError(f"quant.token_policy.ratio={self.ratio} must lie in [0, 1]")
         _check_bits("token_policy.high_bits", self.high_bits)
@@ -86,6 +87,7 @@ class QuantConfig:
     token_policy: TokenPolicyConfig = field(default_factory=TokenPolicyConfig)
 
     def __post_init__(self) -> None:
+        self.weight_granularity = Granularity(self.weight_granularity)
         for name in ("weight_bits", "act_bits", "probs_bits"):
             _check_bits(name, getattr(self, name))
         if self.token_policy.enabled and self.act_bits is None:

@@ -187,3 +187,18 @@ def test_export_round_trip_and_integer_linears(family, qcfg, ids, tmp_path):
             x = torch.randn(2, 24, lin.in_features)
             a, b = lin(x), ref.get_submodule(name)(x)
             assert ((a - b).norm() / a.norm()) < 1e-5, name
+
+
+@pytest.mark.parametrize("select,score", [("batch", "probs"), ("per_sample", "logits"), ("batch", "logits")])
+def test_public_code_token_policy_variants(select, score, ids):
+    model = tiny("llama")
+    cfg = QuantConfig(name="v", weight_bits=4, act_bits=4, probs_bits=8,
+                      token_policy=TokenPolicyConfig(enabled=True, ratio=0.25, select=select, score=score))
+    h = quantize_model(model, cfg)
+    calibrate(model, ids)
+    with torch.no_grad():
+        model.eval()(ids)
+    m = h.state.output_mask(1)
+    assert m.sum(-1).tolist() == [6, 6]  # round(0.25 * 24) per sample either way
+    if select == "batch":
+        assert torch.equal(m[0], m[1])  # one index set shared across the batch
