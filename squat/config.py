@@ -245,6 +245,7 @@ class EvalConfig:
     max_batches: Optional[int] = None
     blimp_dir: Optional[str] = None  # e.g. ../shared/data/blimp_filtered_sample
     blimp_max_pairs: Optional[int] = None  # per phenomenon
+    line_eval_max_lines: Optional[int] = 5000  # line-by-line bpb on every k-th eval line; null skips it
     output_dir: str = "${hydra:runtime.output_dir}"
     seed: int = 1234
 

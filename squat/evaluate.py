@@ -1,5 +1,6 @@
 """``squat-eval``: perplexity and bits per byte of a saved model (float or quantized student) on a data
-config's eval split, and BLiMP accuracy when ``blimp_dir`` is given."""
+config's eval split (fixed-length chunks, and line by line: each line scored alone), and BLiMP accuracy
+when ``blimp_dir`` is given."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, EvalConfig, register_configs
 from squat.data import TextDataModule
-from squat.eval.blimp import evaluate_blimp
+from squat.data.sources import load_texts
+from squat.eval.blimp import evaluate_blimp, line_bits_per_byte
 from squat.eval.perplexity import evaluate
 from squat.quant.prepare import load_quantized
 from squat.utils import task_wrapper, to_typed
@@ -25,6 +27,11 @@ def run_eval(ec: EvalConfig) -> dict:
     dm = TextDataModule(ec.data, tokenizer=tok).prepare()
     res = {"model_path": ec.model_path, "data": str(ec.data.source), **dm.summary()}
     res.update({f"val/{k}": v for k, v in evaluate(model, dm.val_dataloader(), dm.token_bytes, ec.max_batches).items()})
+    if ec.line_eval_max_lines:
+        _, val_docs = load_texts(ec.data)
+        segs = [seg for doc in val_docs for seg in doc]
+        step = max(1, len(segs) // ec.line_eval_max_lines)
+        res.update({f"val_lines/{k}": v for k, v in line_bits_per_byte(model, tok, segs[::step][: ec.line_eval_max_lines]).items()})
     if ec.blimp_dir:
         res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, tok, ec.blimp_dir, ec.blimp_max_pairs).items()})
     out = Path(ec.output_dir)

@@ -64,9 +64,36 @@ def test_saved_student_reloads_and_squat_eval_matches_the_run(qat_run, tmp_path)
     res = run_eval(to_typed(cfg))
     assert res["val/ppl"] == pytest.approx(s["val_ppl_end"], rel=1e-4)
     assert json.loads((tmp_path / "eval.json").read_text())["val/ppl"] == res["val/ppl"]
+    assert 0 < res["val_lines/bpb"] < 8 and res["val_lines/lines"] > 10
 
 
 def test_squat_eval_rejects_a_missing_model(tmp_path):
     cfg = compose_cfg(DATA + [f"model_path={tmp_path / 'nope'}"], tmp_path, config_name="eval")
     with pytest.raises(FileNotFoundError, match="model_path"):
         to_typed(cfg)
+
+
+@pytest.mark.parametrize("quant", ["w8a8", "w4a8", "w4a4"])
+def test_integer_reference_matches_fake_quant_on_real_text(teacher, quant, tmp_path):
+    """Export a student quantized from the trained teacher; the integer forward reproduces its logits."""
+    from squat.config import DataConfig, TokenizerConfig
+    from squat.data import TextDataModule
+    from squat.export import export_model, integer_reference
+    from squat.models import load_model
+    from squat.quant.prepare import calibrate, quantize_model
+    from transformers import AutoTokenizer
+
+    cfg = compose_cfg(DATA + [f"quant={quant}", "stage=qat", f"stage.teacher={teacher}"], tmp_path)
+    rc = to_typed(cfg)
+    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(teacher)).prepare()
+    student = load_model(str(teacher), attn_implementation="eager")
+    quantize_model(student, rc.quant, "lsq")
+    calibrate(student, next(iter(dm.train_dataloader())))
+    student.eval()
+    export_model(student, tmp_path / "export")
+    ref = integer_reference(student, tmp_path / "export")
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        a, b = student(batch).logits, ref(batch).logits
+    rel = float((a - b).norm() / a.norm())
+    assert rel < 1e-3, f"{quant}: integer reference differs by {rel:.2e} (relative L2)"

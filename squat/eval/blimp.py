@@ -5,6 +5,7 @@ Reads the BabyLM-filtered JSON-lines files (one per phenomenon: ``sentence_good`
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -29,6 +30,15 @@ def sentence_logprobs(model, tokenizer, sentences: list[str], batch_size: int = 
         lp = torch.gather(F.log_softmax(logits, -1), -1, ids[:, 1:, None]).squeeze(-1)
         out.append((lp * mask[:, 1:]).sum(-1))
     return torch.cat(out)
+
+
+def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 64) -> dict[str, float]:
+    """Each line scored on its own (after EOS, no other context): bits per UTF-8 byte and per-token ppl."""
+    lines = [l.rstrip("\n") for l in lines if l.strip()]
+    nll = -float(sentence_logprobs(model, tokenizer, lines, batch_size).sum())
+    n_tok = sum(len(tokenizer(l, add_special_tokens=False)["input_ids"]) for l in lines)
+    n_bytes = sum(len(l.encode("utf-8")) for l in lines)
+    return {"bpb": nll / math.log(2) / n_bytes, "ppl": math.exp(nll / n_tok), "lines": len(lines)}
 
 
 def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None) -> dict[str, float]:
