@@ -224,7 +224,7 @@ class RunConfig:
     ckpt_path: Optional[str] = None  # resume a Lightning checkpoint
     output_dir: str = "${hydra:runtime.output_dir}"
     torch_threads: Optional[int] = None
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)  # attached to the wandb run
 
     def __post_init__(self) -> None:
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
@@ -247,7 +247,6 @@ class EvalConfig:
     blimp_max_pairs: Optional[int] = None  # per phenomenon
     line_eval_max_lines: Optional[int] = 5000  # line-by-line bpb on every k-th eval line; null skips it
     output_dir: str = "${hydra:runtime.output_dir}"
-    seed: int = 1234
 
     def __post_init__(self) -> None:
         if not Path(self.model_path).is_dir():
