@@ -9,12 +9,13 @@ B=.venv/bin
 what=${1:-all}
 
 if [[ $what == all || $what == builtin ]]; then
-  # FP teacher on the embedded default (the quickstart's), then W8A8 / W4A8 / W4A4 / W4 A4:8 Squat students.
-  $B/squat-train hydra.run.dir=outputs/docs/builtin_teacher trainer.precision=bf16-mixed
-  $B/squat-train -m hydra.sweep.dir=outputs/docs/builtin_quant stage=qat stage.teacher=outputs/docs/builtin_teacher/model \
-    method=squat quant=w8a8,w4a8,w4a4,w4a4_8 trainer.max_steps=200 trainer.val_check_interval=100 \
-    callbacks.kernel_benchmark=null
-  $B/squat-report outputs/docs/builtin_quant
+  # The quickstart (FP teacher + W4 A4:8 Squat student on the embedded default), then W8A8 / W4A8 / W4A4 Squat
+  # students from the same teacher and recipe, and one table over all four.
+  bash scripts/quickstart.sh
+  root=$(ls -d outputs/quickstart/*/ | tail -n 1)
+  $B/squat-train -m hydra.sweep.dir="$root/sweep" stage=qat stage.teacher="$root/teacher/model" method=squat \
+    quant=w8a8,w4a8,w4a4 trainer.max_steps=200 trainer.val_check_interval=100 callbacks.kernel_benchmark=null
+  $B/squat-report "$root"
 fi
 
 if [[ $what == all || $what == babylm_teacher ]]; then
@@ -27,8 +28,8 @@ fi
 if [[ $what == all || $what == babylm_ablation ]]; then
   # Paper Fig. 7 at small scale: Squat at W4A4 with the entropy (rE) and distribution (rD) losses on/off.
   $B/squat-train -m experiment=ablation_losses hydra.sweep.dir=outputs/docs/babylm_ablation_losses \
-    data=babylm stage.teacher=outputs/docs/babylm_teacher/model trainer.max_steps=150 \
-    trainer.val_check_interval=150 trainer.limit_val_batches=50 callbacks.kernel_benchmark=null
+    data=babylm data.batch_size=16 data.max_val_chunks=800 stage.teacher=outputs/docs/babylm_teacher/model \
+    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null
   $B/squat-report outputs/docs/babylm_ablation_losses
 fi
 

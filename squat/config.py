@@ -48,6 +48,7 @@ class DataConfig:
     val_fraction: float = 0.1  # builtin: share of paragraphs held out (every k-th, deterministic)
     max_train_chars: Optional[int] = None  # truncate the training text (quick runs)
     max_val_chars: Optional[int] = None
+    max_val_chunks: Optional[int] = None  # in-run validation on this many chunks spread over the split
     seq_len: int = 128
     batch_size: int = 16
     eval_batch_size: int = 32
@@ -59,6 +60,8 @@ class DataConfig:
         self.source = DataSource(self.source)
         if self.seq_len < 2:
             raise ValueError(f"data.seq_len={self.seq_len} must be at least 2")
+        if self.max_val_chunks is not None and self.max_val_chunks < 1:
+            raise ValueError(f"data.max_val_chunks={self.max_val_chunks} must be positive (or null for all)")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("data.batch_size and data.eval_batch_size must be positive")
         if not 0.0 < self.val_fraction < 1.0:

@@ -33,6 +33,8 @@ def load_jobs(sweep_dir: Path) -> list[dict]:
         if not cfg_file.is_file():
             continue
         cfg = yaml.safe_load(cfg_file.read_text())
+        if _get(cfg, "stage.name") != "qat":
+            continue  # teachers enter as the FP column through their students' teacher_val_* numbers
         s = json.loads(summary.read_text())
         q = cfg.get("quant", {})
         tp = q.get("token_policy", {}) or {}

@@ -132,3 +132,12 @@ def test_hf_source_through_datasets_on_local_files(tmp_path):
     assert dm.tokenizer.decode(dm.val_tokens[:4].astype(int).tolist()).startswith("four three")
     batch = next(iter(dm.val_dataloader()))
     assert batch.shape == (min(cfg.eval_batch_size, len(dm.val_tokens) // 32), 32)
+
+
+def test_capped_eval_chunks_spread_over_the_whole_split():
+    tokens = np.arange(6400, dtype=np.uint16)
+    ds = ContiguousChunks(tokens, 64, max_chunks=10)
+    firsts = [int(ds[i][0]) for i in range(len(ds))]
+    assert len(ds) == 10 and firsts[0] == 0 and firsts[-1] == 99 * 64
+    assert all(b - a >= 64 * 10 for a, b in zip(firsts, firsts[1:]))  # evenly spaced, not the first ten
+    assert len(ContiguousChunks(tokens, 64, max_chunks=1000)) == 100

@@ -59,18 +59,24 @@ class RandomChunks(Dataset):
 
 
 class ContiguousChunks(Dataset):
-    """Evaluation chunks: consecutive, non-overlapping, deterministic; a short tail is dropped."""
+    """Evaluation chunks: consecutive, non-overlapping, deterministic; a short tail is dropped.
 
-    def __init__(self, tokens: np.ndarray, seq_len: int):
+    With ``max_chunks`` only that many chunks are kept, evenly spaced over the split, so a cheap in-run
+    validation still sees every domain (taking the first batches would see only the first file).
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, max_chunks: int | None = None):
         if len(tokens) < seq_len:
             raise ValueError(f"{len(tokens)} evaluation tokens cannot fill one chunk of seq_len={seq_len}")
         self.tokens, self.seq_len = tokens, seq_len
+        n = len(tokens) // seq_len
+        self.starts = np.linspace(0, n - 1, min(n, max_chunks)).round().astype(np.int64) if max_chunks else np.arange(n)
 
     def __len__(self) -> int:
-        return len(self.tokens) // self.seq_len
+        return len(self.starts)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        s = i * self.seq_len
+        s = int(self.starts[i]) * self.seq_len
         return torch.from_numpy(self.tokens[s : s + self.seq_len].astype(np.int64))
 
 
@@ -111,7 +117,7 @@ class TextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            ContiguousChunks(self.val_tokens, self.cfg.seq_len),
+            ContiguousChunks(self.val_tokens, self.cfg.seq_len, self.cfg.max_val_chunks),
             batch_size=self.cfg.eval_batch_size,
             num_workers=self.cfg.num_workers,
         )
