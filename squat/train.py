@@ -56,6 +56,7 @@ def build(rc: RunConfig, cfg: DictConfig):
         if not rc.quant.is_float:
             quantize_model(student, rc.quant, rc.method.quantizer)
             calibrate(student, next(iter(dm.train_dataloader())))
+        student.train()  # from_pretrained returns eval mode; NIPQ's noise and dropout need train mode
     lit = SquatLitModule(student, rc.stage, rc.method, teachers=teachers, token_bytes=dm.token_bytes)
     trainer = L.Trainer(
         **asdict(rc.trainer),

@@ -97,3 +97,13 @@ def test_integer_reference_matches_fake_quant_on_real_text(teacher, quant, tmp_p
         a, b = student(batch).logits, ref(batch).logits
     rel = float((a - b).norm() / a.norm())
     assert rel < 1e-3, f"{quant}: integer reference differs by {rel:.2e} (relative L2)"
+
+
+def test_qat_student_trains_in_train_mode(teacher, tmp_path):
+    """from_pretrained returns eval mode; NIPQ's noise (and GPT-2 dropout) need the student in train mode."""
+    from squat.train import build
+
+    cfg = compose_cfg(TINY + ["stage=qat", f"stage.teacher={teacher}", "quant=w4a4", "method=nipq"], tmp_path)
+    _, lit, _ = build(to_typed(cfg), cfg)
+    assert all(m.training for m in lit.student.modules())
+    assert not any(m.training for t in lit.teachers for m in t.modules())
