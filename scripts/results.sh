@@ -20,9 +20,13 @@ fi
 
 if [[ $what == all || $what == babylm_teacher ]]; then
   # 5.2M-parameter LLaMA, 8000-token BPE, 20 minutes of training on BabyLM text; then dev ppl, bpb and BLiMP.
-  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher
-  $B/squat-eval model_path=outputs/docs/babylm_teacher/model data=babylm \
-    blimp_dir=../shared/data/blimp_filtered_sample hydra.run.dir=outputs/docs/babylm_teacher_eval
+  # Default recipe (batch 32 x 1250 steps), then the batch-16 x 2300-step variant, which is the loss ablation's teacher.
+  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher_b32
+  $B/squat-train experiment=babylm_teacher data.batch_size=16 trainer.max_steps=2300 hydra.run.dir=outputs/docs/babylm_teacher
+  for t in babylm_teacher_b32 babylm_teacher; do
+    $B/squat-eval model_path=outputs/docs/$t/model data=babylm blimp_dir=../shared/data/blimp_filtered_sample \
+      hydra.run.dir=outputs/docs/${t}_eval
+  done
 fi
 
 if [[ $what == all || $what == babylm_ablation ]]; then
