@@ -52,7 +52,9 @@ def load_jobs(sweep_dir: Path) -> list[dict]:
 
 
 def _fmt(v) -> str:
-    return "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+    if v is None:
+        return "–"
+    return (f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}") if isinstance(v, float) else str(v)
 
 
 def table(jobs: list[dict], metric: str) -> str:
