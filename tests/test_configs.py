@@ -34,6 +34,8 @@ def needed_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
     }.get((group, option), [])
     if group in ("quant", "experiment"):
         extra += ["stage=qat", f"stage.teacher={teacher}"]
+    if group == "experiment":  # some experiments read BabyLM; ../shared/data need not exist here
+        extra += [f"data.train_dir={babylm}", f"data.dev_dir={babylm}"]
     return extra
 
 
