@@ -123,11 +123,13 @@ def plots(jobs: list[dict], metric: str, out: Path) -> list[Path]:
     fig.savefig(p, dpi=120)
     plt.close(fig)
     made.append(p)
-    kj = [j for j in jobs if "kernel" in j and j["summary"].get(metric)]
+    # Jobs of one sweep share the model's shapes, so one benchmark prices every job's precision.
+    kref = next((j["kernel"] for j in jobs if "kernel" in j), None)
+    kj = [j for j in jobs if kref is not None and j["summary"].get(metric) and j["act_bits_eff"] is not None]
     if kj:
         fig, ax = plt.subplots(figsize=(6, 4))
         for j in kj:
-            t = j["kernel"].get("insn_per_token", {}).get("cortex-a76", {})
+            t = j.get("kernel", kref).get("insn_per_token", {}).get("cortex-a76", {})
             t = t.get(str(max(map(int, t)))) if t else None
             key = "mixed" if (j["cfg"]["quant"].get("token_policy") or {}).get("enabled") else f"W{j['weight_bits']}A{int(j['act_bits_eff'])}"
             if t and t.get(key):
