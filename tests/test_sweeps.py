@@ -54,3 +54,13 @@ def test_ablation_losses_rows_name_the_switches(teacher, tmp_path):
 def test_report_on_a_missing_dir_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="multirun dir"):
         report(tmp_path / "nope")
+
+
+def test_ablation_token_ratio_columns_cover_mixed_and_uniform(teacher, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = multirun("ablation_token_ratio_tiny", teacher, sweep, "trainer.max_steps=2", "trainer.val_check_interval=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(l for l in report(sweep).read_text().splitlines() if l.startswith("|  |"))
+    # columns ordered by average activation bits: ratio 1 (8), then uniform 6 and ratio 0.5 (6 each), ratio 0 (4)
+    cols = [c.strip() for c in header.strip("|").split("|")][2:]
+    assert cols[0] == "w4a4_8_r100" and set(cols[1:3]) == {"w4a6", "w4a4_8"} and cols[3] == "w4a4_8_r0"
