@@ -14,7 +14,7 @@ if [[ $what == all || $what == builtin ]]; then
   bash scripts/quickstart.sh
   root=$(ls -d outputs/quickstart/*/ | tail -n 1)
   $B/squat-train -m hydra.sweep.dir="$root/sweep" stage=qat stage.teacher="$root/teacher/model" method=squat \
-    quant=w8a8,w4a8,w4a4 trainer.max_steps=200 trainer.val_check_interval=100 callbacks.kernel_benchmark=null
+    quant=w8a8,w4a8,w4a4 trainer.max_steps=200 trainer.val_check_interval=100 callbacks.kernel_benchmark=null torch_threads=1
   $B/squat-report "$root"
 fi
 
@@ -33,7 +33,7 @@ if [[ $what == all || $what == babylm_ablation ]]; then
   # Paper Fig. 7 at small scale: Squat at W4A4 with the entropy (rE) and distribution (rD) losses on/off.
   $B/squat-train -m experiment=ablation_losses hydra.sweep.dir=outputs/docs/babylm_ablation_losses \
     data=babylm data.batch_size=16 data.max_val_chunks=800 stage.teacher=outputs/docs/babylm_teacher/model \
-    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null
+    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null torch_threads=1
   $B/squat-report outputs/docs/babylm_ablation_losses
 fi
 
