@@ -21,7 +21,7 @@ from squat.callbacks import KernelBenchmark
 from squat.callbacks.kernel_benchmark import kernel_headline
 from squat.data import TextDataModule
 from squat.eval.perplexity import evaluate
-from squat.export import export_model
+from squat.export import MANIFEST_FILE, export_model
 from squat.lit_module import SquatLitModule
 from squat.models import build_model, load_model, num_params
 from squat.quant.prepare import calibrate, quantize_model, save_quantized
@@ -77,7 +77,8 @@ def save_outputs(rc: RunConfig, lit: SquatLitModule, dm: TextDataModule, out: Pa
     else:
         save_quantized(lit.student, model_dir, dm.tokenizer)
         if rc.quant.weight_bits is not None:
-            export_model(lit.student, out / "export")
+            if not (out / "export" / MANIFEST_FILE).is_file():  # the KernelBenchmark callback may have written it
+                export_model(lit.student, out / "export")
             paths["export_dir"] = str(out / "export")
     return paths
 
