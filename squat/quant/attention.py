@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import repeat_kv
 
 from squat.quant.token_policy import TokenAdaptiveQuantizer, TokenPrecisionState
 
@@ -99,20 +100,13 @@ def _integer_pv(aq, probs, value, vmask):
     return (pc @ (vc * sv)) * sp
 
 
-def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    if groups == 1:
-        return x
-    b, h, s, d = x.shape
-    return x[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
-
-
 def squat_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Eager attention with fake-quantized q, k (after rotary), v and probabilities.
 
     query ``(B, H, T, D)``; key, value ``(B, Hkv, S, D)`` with S >= T (KV cache); returns ``(B, T, H, D)``.
     """
     groups = getattr(module, "num_key_value_groups", 1)
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     aq: AttentionQuantizers | None = getattr(module, "attn_quant", None)
