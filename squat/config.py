@@ -21,6 +21,11 @@ class DataSource(Choice):
     hf = "hf"  # datasets.load_dataset(name, config)
 
 
+class EosAfter(Choice):
+    document = "document"  # EOS only between the source's documents; lines keep their newline
+    line = "line"  # every line (segment) is a document: its newline becomes EOS, so EOS means "utterance starts"
+
+
 @dataclass
 class TokenizerConfig:
     """Byte-level BPE trained on the training split (cached), or any HF tokenizer by ``path``."""
@@ -49,6 +54,7 @@ class DataConfig:
     max_train_chars: Optional[int] = None  # truncate the training text (quick runs)
     max_val_chars: Optional[int] = None
     max_val_chunks: Optional[int] = None  # in-run validation on this many chunks spread over the split
+    eos_after: EosAfter = EosAfter.document  # line: what line-by-line scoring and BLiMP condition on (after EOS)
     seq_len: int = 128
     batch_size: int = 16
     eval_batch_size: int = 32
@@ -58,6 +64,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         self.source = DataSource(self.source)
+        self.eos_after = EosAfter(self.eos_after)
         if self.seq_len < 2:
             raise ValueError(f"data.seq_len={self.seq_len} must be at least 2")
         if self.max_val_chunks is not None and self.max_val_chunks < 1:

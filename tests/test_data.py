@@ -119,6 +119,24 @@ def test_babylm_layout(tmp_path):
         load_texts(small_cfg(tmp_path, source="babylm", train_dir=str(tmp_path / "empty"), dev_dir=str(tmp_path / "dv")))
 
 
+def test_eos_after_line_makes_every_line_a_document(tmp_path):
+    (tmp_path / "tr").mkdir()
+    (tmp_path / "dv").mkdir()
+    (tmp_path / "tr" / "a.train").write_text("the cat sat\nthe dog ran\n" * 200)
+    (tmp_path / "dv" / "a.dev").write_text("the cat ran\n" * 100)
+    cfg = small_cfg(tmp_path, source="babylm", train_dir=str(tmp_path / "tr"), dev_dir=str(tmp_path / "dv"),
+                    eos_after="line")
+    train, val = load_texts(cfg)
+    assert train[:2] == [["the cat sat"], ["the dog ran"]] and len(train) == 400 and len(val) == 100
+    dm = TextDataModule(cfg).prepare()
+    eos, tok = dm.tokenizer.eos_token_id, dm.tokenizer
+    assert list(dm.val_tokens).count(eos) == 100 and tok.decode(dm.val_tokens[:4]).startswith("the cat ran")
+    per_line = len(tok("the cat ran", add_special_tokens=False)["input_ids"]) + 1
+    assert len(dm.val_tokens) == 100 * per_line  # the newline is gone: EOS stands for it
+    with pytest.raises(ValueError, match="EosAfter"):
+        small_cfg(tmp_path, eos_after="sentence")
+
+
 def test_hf_source_through_datasets_on_local_files(tmp_path):
     (tmp_path / "train.txt").write_text("one two three four\n" * 300)
     (tmp_path / "val.txt").write_text("four three two one\n" * 100)

@@ -16,12 +16,13 @@ from squat.data.tokenizer import docs_hash, get_tokenizer, token_byte_lengths
 
 
 def tokenize_docs(tokenizer, docs) -> np.ndarray:
-    """Segments are encoded in batches (parallel in ``tokenizers``) and joined, with EOS after each document."""
+    """All segments are encoded in one batch (parallel in ``tokenizers``) and joined, with EOS after each document."""
     eos = tokenizer.eos_token_id
+    encoded = iter(tokenizer([seg for doc in docs for seg in doc], add_special_tokens=False)["input_ids"])
     ids: list[int] = []
     for doc in docs:
-        for enc in tokenizer(doc, add_special_tokens=False)["input_ids"]:
-            ids.extend(enc)
+        for _ in doc:
+            ids.extend(next(encoded))
         ids.append(eos)
     dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
     return np.asarray(ids, dtype=dtype)

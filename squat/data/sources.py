@@ -1,11 +1,12 @@
 """Where text comes from. Each source returns (train, val) as lists of documents; a document is a list of
-segments (lines or paragraphs) that are tokenized independently and concatenated, with EOS between documents."""
+segments (lines or paragraphs) that are tokenized independently and concatenated, with EOS between documents.
+With ``data.eos_after=line`` every segment becomes a document of its own, its newline replaced by EOS."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Tuple
 
-from squat.config import DataConfig, DataSource
+from squat.config import DataConfig, DataSource, EosAfter
 
 Docs = List[List[str]]
 
@@ -76,5 +77,7 @@ def _truncate(docs: Docs, max_chars: int | None) -> Docs:
 
 def load_texts(cfg: DataConfig) -> Tuple[Docs, Docs]:
     loader = {DataSource.builtin: _builtin, DataSource.babylm: _babylm, DataSource.hf: _hf}[DataSource(cfg.source)]
-    train, val = loader(cfg)
-    return _truncate(train, cfg.max_train_chars), _truncate(val, cfg.max_val_chars)
+    train, val = (_truncate(d, n) for d, n in zip(loader(cfg), (cfg.max_train_chars, cfg.max_val_chars)))
+    if cfg.eos_after == EosAfter.line:
+        train, val = ([[seg.rstrip("\n")] for doc in d for seg in doc] for d in (train, val))
+    return train, val
