@@ -1,6 +1,6 @@
 """``squat-eval``: perplexity and bits per byte of a saved model (float or quantized student) on a data
-config's eval split (fixed-length chunks, and line by line: each line scored alone), and BLiMP accuracy
-when ``blimp_dir`` is given."""
+config's eval split (fixed-length chunks, per domain where the data has domains, and line by line: each line
+scored alone), and BLiMP accuracy when ``blimp_dir`` is given."""
 from __future__ import annotations
 
 import json
@@ -8,13 +8,15 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, EvalConfig, register_configs
 from squat.data import TextDataModule
-from squat.data.sources import load_texts
+from squat.data.datamodule import ContiguousChunks, tokenize_docs
+from squat.data.sources import eval_domains, load_texts
 from squat.eval.blimp import evaluate_blimp, line_bits_per_byte
-from squat.eval.perplexity import evaluate
+from squat.eval.perplexity import NLLMeter, score
 from squat.quant.prepare import load_quantized
 from squat.utils import task_wrapper, to_typed
 
@@ -26,7 +28,15 @@ def run_eval(ec: EvalConfig) -> dict:
     model = load_quantized(ec.model_path)
     dm = TextDataModule(ec.data, tokenizer=tok).prepare()
     res = {"model_path": ec.model_path, "data": str(ec.data.source), **dm.summary()}
-    res.update({f"val/{k}": v for k, v in evaluate(model, dm.val_dataloader(), dm.token_bytes, ec.max_batches).items()})
+    meters = {}
+    for name, docs in eval_domains(ec.data).items():  # chunked within each domain; the whole split is their union
+        chunks = DataLoader(ContiguousChunks(tokenize_docs(tok, docs), ec.data.seq_len), ec.data.eval_batch_size)
+        meters[name] = score(model, chunks, NLLMeter(dm.token_bytes), ec.max_batches)
+    total = NLLMeter.merged(list(meters.values())) if meters else score(
+        model, dm.val_dataloader(), NLLMeter(dm.token_bytes), ec.max_batches)
+    res.update({f"val/{k}": v for k, v in total.compute().items()})
+    for name, m in meters.items():
+        res.update({f"val_{name}/{k}": v for k, v in m.compute().items()})
     if ec.line_eval_max_lines:
         _, val_docs = load_texts(ec.data)
         segs = [seg for doc in val_docs for seg in doc]

@@ -9,7 +9,7 @@ from squat.config import DataConfig, TokenizerConfig
 from squat.data import TextDataModule
 from squat.data import datamodule as dm_mod
 from squat.data.datamodule import ContiguousChunks, RandomChunks, cached_tokens
-from squat.data.sources import builtin_text, load_texts
+from squat.data.sources import builtin_text, eval_domains, load_texts
 from squat.data.tokenizer import get_tokenizer, token_byte_lengths
 
 
@@ -135,6 +135,22 @@ def test_eos_after_line_makes_every_line_a_document(tmp_path):
     assert len(dm.val_tokens) == 100 * per_line  # the newline is gone: EOS stands for it
     with pytest.raises(ValueError, match="EosAfter"):
         small_cfg(tmp_path, eos_after="sentence")
+
+
+def test_eval_domains_partition_the_babylm_dev_split(tmp_path):
+    (tmp_path / "tr").mkdir()
+    (tmp_path / "dv").mkdir()
+    (tmp_path / "tr" / "a.train").write_text("the cat sat\n" * 10)
+    (tmp_path / "dv" / "b.dev").write_text("a bird flew\n\nit sang\n")
+    (tmp_path / "dv" / "a.dev").write_text("the cat ran\n" * 3)
+    for eos_after in ("line", "document"):
+        cfg = small_cfg(tmp_path, source="babylm", train_dir=str(tmp_path / "tr"), dev_dir=str(tmp_path / "dv"),
+                        eos_after=eos_after)
+        domains = eval_domains(cfg)
+        assert list(domains) == ["a", "b"]
+        assert domains["a"] + domains["b"] == load_texts(cfg)[1]
+    assert domains["b"] == [["a bird flew\n", "it sang\n"]]
+    assert eval_domains(small_cfg(tmp_path)) == {}
 
 
 def test_hf_source_through_datasets_on_local_files(tmp_path):

@@ -69,3 +69,21 @@ def test_resume_from_checkpoint_continues_the_step_count(pretrain_run, tmp_path)
 
     cfg = compose_cfg(TINY + ["trainer.max_steps=44", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"], tmp_path)
     assert run(cfg)["steps"] == 44
+
+
+def test_squat_eval_scores_babylm_domains_and_their_union(pretrain_run, tmp_path):
+    from squat.evaluate import run_eval
+    from squat.utils import to_typed
+
+    out, _ = pretrain_run
+    for d, files in {"tr": {"x.train": "the cat sat on the mat\n" * 50},
+                     "dv": {"easy.dev": "the cat sat on the mat\n" * 40, "hard.dev": "zebra quartz jumps\n" * 40}}.items():
+        (tmp_path / d).mkdir()
+        for name, text in files.items():
+            (tmp_path / d / name).write_text(text)
+    cfg = compose_cfg(["data=babylm", f"data.train_dir={tmp_path / 'tr'}", f"data.dev_dir={tmp_path / 'dv'}",
+                       "data.seq_len=16", f"model_path={out / 'model'}", "line_eval_max_lines=20"],
+                      tmp_path / "eval", config_name="eval")
+    res = run_eval(to_typed(cfg))
+    assert res["val_easy/ppl"] < res["val/ppl"] < res["val_hard/ppl"]
+    assert res["val_lines/lines"] == 20 and res["val_lines/bpb"] > 0

@@ -77,7 +77,18 @@ def _truncate(docs: Docs, max_chars: int | None) -> Docs:
 
 def load_texts(cfg: DataConfig) -> Tuple[Docs, Docs]:
     loader = {DataSource.builtin: _builtin, DataSource.babylm: _babylm, DataSource.hf: _hf}[DataSource(cfg.source)]
-    train, val = (_truncate(d, n) for d, n in zip(loader(cfg), (cfg.max_train_chars, cfg.max_val_chars)))
+    train, val = loader(cfg)
+    return _documents(_truncate(train, cfg.max_train_chars), cfg), _documents(_truncate(val, cfg.max_val_chars), cfg)
+
+
+def _documents(docs: Docs, cfg: DataConfig) -> Docs:
     if cfg.eos_after == EosAfter.line:
-        train, val = ([[seg.rstrip("\n")] for doc in d for seg in doc] for d in (train, val))
-    return train, val
+        return [[seg.rstrip("\n")] for doc in docs for seg in doc]
+    return docs
+
+
+def eval_domains(cfg: DataConfig) -> dict[str, Docs]:
+    """The eval split by domain (BabyLM: one per ``*.dev`` file), for per-domain scores; {} for other sources."""
+    if cfg.source != DataSource.babylm:
+        return {}
+    return {f.stem: _documents(_read_lines([f]), cfg) for f in sorted(Path(cfg.dev_dir).glob("*.dev"))}

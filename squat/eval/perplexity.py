@@ -25,6 +25,14 @@ class NLLMeter:
         if self.token_bytes is not None and self.token_bytes.numel():
             self.bytes += float(self.token_bytes.to(ids.device)[ids[:, 1:]].sum())
 
+    @classmethod
+    def merged(cls, meters: list["NLLMeter"]) -> "NLLMeter":
+        """One meter over the union of what ``meters`` saw (e.g. the whole split from its domains)."""
+        out = cls()
+        for m in meters:
+            out.nll, out.tokens, out.bytes = out.nll + m.nll, out.tokens + m.tokens, out.bytes + m.bytes
+        return out
+
     def compute(self) -> dict[str, float]:
         if not self.tokens:
             return {}
@@ -36,13 +44,16 @@ class NLLMeter:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataloader, token_bytes: torch.Tensor | None = None, max_batches: int | None = None) -> dict[str, float]:
+def score(model: torch.nn.Module, dataloader, meter: NLLMeter, max_batches: int | None = None) -> NLLMeter:
     was_training = model.training
     model.eval()
-    meter = NLLMeter(token_bytes)
     for i, batch in enumerate(dataloader):
         if max_batches is not None and i >= max_batches:
             break
         meter.update(model(input_ids=batch).logits, batch)
     model.train(was_training)
-    return meter.compute()
+    return meter
+
+
+def evaluate(model: torch.nn.Module, dataloader, token_bytes: torch.Tensor | None = None, max_batches: int | None = None) -> dict[str, float]:
+    return score(model, dataloader, NLLMeter(token_bytes), max_batches).compute()
