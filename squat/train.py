@@ -97,7 +97,9 @@ def run(cfg: DictConfig) -> dict:
         lg.log_hyperparams(plain(rc))
     t0 = time.time()
     start = trainer.validate(lit, datamodule=dm, verbose=False)[0]
+    t_fit = time.time()
     trainer.fit(lit, datamodule=dm, ckpt_path=rc.ckpt_path)
+    fit_minutes = (time.time() - t_fit) / 60
     end = trainer.validate(lit, datamodule=dm, verbose=False)[0]
 
     paths = save_outputs(rc, lit, dm, out)
@@ -110,6 +112,7 @@ def run(cfg: DictConfig) -> dict:
         "data": f"{rc.data.source.value} ({dm.summary()['train_tokens']} train / {dm.summary()['val_tokens']} val tokens, vocab {dm.vocab_size})",
         "steps": trainer.global_step,
         "minutes": (time.time() - t0) / 60,
+        "fit_minutes": fit_minutes,  # training (and in-run validation) only, for step-rate comparisons
         "val_ppl_start": start["val/ppl"],
         "val_ppl_end": end["val/ppl"],
         "val_bpb_end": end.get("val/bpb"),
