@@ -19,11 +19,12 @@ if [[ $what == all || $what == builtin ]]; then
 fi
 
 if [[ $what == all || $what == babylm_teacher ]]; then
-  # 5.2M-parameter LLaMA, 8000-token BPE, 20 minutes of training on BabyLM text; then dev ppl, bpb and BLiMP.
-  # Default recipe (batch 32 x 1250 steps), then the batch-16 x 2300-step variant, which is the loss ablation's teacher.
-  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher_b32
-  $B/squat-train experiment=babylm_teacher data.batch_size=16 trainer.max_steps=2300 hydra.run.dir=outputs/docs/babylm_teacher
-  for t in babylm_teacher_b32 babylm_teacher; do
+  # 5.46M-parameter LLaMA, 8000-token BPE, 20 minutes of training on BabyLM text, then dev ppl (whole split and per
+  # domain), bits per byte (chunks and line by line) and BLiMP. The same data, model and recipe once more in a bare
+  # PyTorch loop (scripts/plain_loop.py), run after it on the same machine, as the yardstick.
+  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher
+  $B/python scripts/plain_loop.py --out outputs/docs/babylm_plain_loop --minutes 21 experiment=babylm_teacher
+  for t in babylm_teacher babylm_plain_loop; do
     $B/squat-eval model_path=outputs/docs/$t/model data=babylm blimp_dir=../shared/data/blimp_filtered_sample \
       hydra.run.dir=outputs/docs/${t}_eval
   done
@@ -33,7 +34,7 @@ if [[ $what == all || $what == babylm_ablation ]]; then
   # Paper Fig. 7 at small scale: Squat at W4A4 with the entropy (rE) and distribution (rD) losses on/off.
   $B/squat-train -m experiment=ablation_losses hydra.sweep.dir=outputs/docs/babylm_ablation_losses \
     data=babylm data.batch_size=16 data.max_val_chunks=800 stage.teacher=outputs/docs/babylm_teacher/model \
-    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null torch_threads=1
+    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null
   $B/squat-report outputs/docs/babylm_ablation_losses
 fi
 
