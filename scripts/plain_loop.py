@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
-
 from squat.config import CONF_DIR, DataConfig, ModelConfig, StageConfig, TrainerConfig, register_configs
 from squat.data import TextDataModule
+from squat.eval.perplexity import sum_nll
+from squat.lit_module import make_optimizer
 from squat.models import build_model, num_params
 
 
@@ -48,15 +47,7 @@ def main() -> None:
 
     dm = TextDataModule(data).prepare()
     model = build_model(model_cfg, dm.vocab_size, dm.tokenizer.eos_token_id).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=stage.lr, betas=tuple(stage.betas),
-    )
-    sched = get_cosine_with_min_lr_schedule_with_warmup(
-        opt, stage.warmup_steps, tr.max_steps, min_lr_rate=stage.min_lr_ratio
-    )
+    opt, sched = make_optimizer(model, stage, tr.max_steps)
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if tr.precision.startswith("bf16") else contextlib.nullcontext()
     )
@@ -70,7 +61,7 @@ def main() -> None:
         batch = torch.stack([tokens[s : s + T] for s in starts.tolist()])
         with autocast:
             logits = model(input_ids=batch).logits
-        out = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), batch[:, 1:].flatten())
+        out = sum_nll(logits, batch) / batch[:, 1:].numel()
         opt.zero_grad(set_to_none=True)
         out.backward()
         if tr.gradient_clip_val:

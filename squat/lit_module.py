@@ -16,6 +16,28 @@ from squat.eval.perplexity import NLLMeter, sum_nll
 from squat.losses import distillation_loss, distribution_loss, entropy_loss, total_loss
 
 
+def make_optimizer(model: torch.nn.Module, stage: StageConfig, total_steps: int):
+    """AdamW (no decay on norms, biases and quantizer parameters) and cosine-with-warmup, stepped per batch."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "_quant" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage.lr,
+        betas=tuple(stage.betas),
+    )
+    total = max(total_steps, 1)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(
+        opt,
+        num_warmup_steps=min(stage.warmup_steps, total // 2),
+        num_training_steps=total,
+        min_lr_rate=stage.min_lr_ratio,
+    )
+    return opt, sched
+
+
 class SquatLitModule(L.LightningModule):
     def __init__(
         self,
@@ -100,24 +122,5 @@ class SquatLitModule(L.LightningModule):
             self.log("val/low_bit_token_fraction", self.quant.state.low_fraction())
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.student.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "_quant" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.stage_cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.stage_cfg.lr,
-            betas=tuple(self.stage_cfg.betas),
-        )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = get_cosine_with_min_lr_schedule_with_warmup(
-            opt,
-            num_warmup_steps=min(self.stage_cfg.warmup_steps, total // 2),
-            num_training_steps=total,
-            min_lr_rate=self.stage_cfg.min_lr_ratio,
-        )
+        opt, sched = make_optimizer(self.student, self.stage_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
