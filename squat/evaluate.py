@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, EvalConfig, register_configs
 from squat.data import TextDataModule
-from squat.data.datamodule import ContiguousChunks, tokenize_docs
+from squat.data.datamodule import ContiguousChunks, cached_tokens
 from squat.data.sources import eval_domains, load_texts
 from squat.eval.blimp import evaluate_blimp, line_bits_per_byte
 from squat.eval.perplexity import NLLMeter, score
@@ -30,7 +30,8 @@ def run_eval(ec: EvalConfig) -> dict:
     res = {"model_path": ec.model_path, "data": str(ec.data.source), **dm.summary()}
     meters = {}
     for name, docs in eval_domains(ec.data).items():  # chunked within each domain; the whole split is their union
-        chunks = DataLoader(ContiguousChunks(tokenize_docs(tok, docs), ec.data.seq_len), ec.data.eval_batch_size)
+        chunks = DataLoader(ContiguousChunks(cached_tokens(tok, docs, ec.data.cache_dir), ec.data.seq_len),
+                            ec.data.eval_batch_size)
         meters[name] = score(model, chunks, NLLMeter(dm.token_bytes), ec.max_batches)
     total = NLLMeter.merged(list(meters.values())) if meters else score(
         model, dm.val_dataloader(), NLLMeter(dm.token_bytes), ec.max_batches)
