@@ -174,11 +174,21 @@ class MethodConfig:
     r_distribution: float = 1.0
     entropy_form: str = "code"  # code | paper
     distribution_form: str = "corrected"  # corrected | paper
+    # nipq only: final share of training steps with hard quantization after the noise phase (NIPQ's ft_epoch)
+    hard_fraction: Optional[float] = None
 
     def __post_init__(self) -> None:
         self.kl_direction = KLDirection(self.kl_direction)
         if self.quantizer not in ("lsq", "pact", "nipq", "llmqat"):
             raise ValueError(f"method.quantizer={self.quantizer!r}: use lsq, pact, nipq or llmqat")
+        if self.quantizer == "nipq" and self.hard_fraction is None:
+            self.hard_fraction = 0.1
+        if self.hard_fraction is not None:
+            if self.quantizer != "nipq":
+                raise ValueError(f"method.hard_fraction={self.hard_fraction} applies to NIPQ's noise phase only "
+                                 f"(method.quantizer=nipq); method.quantizer={self.quantizer} always trains hard")
+            if not 0.0 <= self.hard_fraction <= 1.0:
+                raise ValueError(f"method.hard_fraction={self.hard_fraction} must lie in [0, 1]")
         if not 0.0 <= self.distill_gamma <= 1.0:
             raise ValueError(f"method.distill_gamma={self.distill_gamma} must lie in [0, 1]")
         if self.temperature <= 0:

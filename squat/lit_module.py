@@ -14,6 +14,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from squat.config import MethodConfig, StageConfig
 from squat.eval.perplexity import NLLMeter, sum_nll
 from squat.losses import distillation_loss, distribution_loss, entropy_loss, total_loss
+from squat.quant.quantizers import set_nipq_hard
 
 
 def make_optimizer(model: torch.nn.Module, stage: StageConfig, total_steps: int):
@@ -68,6 +69,15 @@ class SquatLitModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for t in self.teachers:
             t.to(self.device)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """NIPQ: noise for the first ``1 - hard_fraction`` of the steps, then hard quantization to the end."""
+        frac = self.method_cfg.hard_fraction
+        if frac is not None and self.quant is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+            hard = self.trainer.global_step >= round((1.0 - frac) * total)
+            set_nipq_hard(self.student, hard)
+            self.log("train/hard_quant", float(hard))
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if not self.teachers:

@@ -92,11 +92,25 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile of a flat tensor via ``kthvalue`` (``torch.quantile`` refuses tensors above 2^24 elements)."""
+    k = min(x.numel(), max(1, math.ceil(q * x.numel())))
+    return x.kthvalue(k).values
+
+
 def _abs_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """Quantile of ``|x|`` via ``kthvalue`` (``torch.quantile`` refuses tensors above 2^24 elements)."""
-    a = x.detach().abs().flatten().float()
-    k = min(a.numel(), max(1, math.ceil(q * a.numel())))
-    return a.kthvalue(k).values
+    return _quantile(x.detach().abs().flatten().float(), q)
+
+
+def mse_clip(w: torch.Tensor, qmax: int, grid: int = 100) -> torch.Tensor:
+    """The symmetric clip ``alpha`` in ``(0, max|w|]`` minimising ``||w - Q(w)||^2`` with step ``alpha / qmax``
+    (grid search over ``max|w| * i / grid``): the usual PTQ clip for pretrained weights."""
+    w = w.detach().float().flatten()
+    amax = w.abs().max().clamp_min(EPS)
+    alphas = amax * torch.arange(1, grid + 1, dtype=w.dtype, device=w.device) / grid  # [G]
+    s = (alphas / qmax)[:, None]
+    err = ((torch.clamp(torch.round(w[None] / s), -qmax, qmax) * s - w[None]) ** 2).sum(1)
+    return alphas[err.argmin()]
 
 
 class Quantizer(nn.Module):
@@ -261,30 +275,58 @@ class LSQWeightQuantizer(Quantizer):
 
 
 class LSQPlusActQuantizer(Quantizer):
-    """LSQ+ activations (Bhalgat et al. 2020) with an integer zero point, per tensor.
+    """LSQ+ activations (Bhalgat et al. 2020): learnable step ``s`` and offset ``beta``, per tensor.
 
-    ``q = clamp(round(x / s) + round(z), qmin, qmax)``, ``x_hat = (q - round(z)) * s``: rounding ``z`` keeps
-    the zero point an integer so the integer kernel reproduces training exactly. ``s`` starts at
-    ``2 * mean|x| / sqrt(qmax)``, ``z`` at 0. The gradients of ``s`` and ``z`` are scaled by
-    ``1 / sqrt(n * qmax)`` with ``n`` the number of elements per sample (``x[0].numel()``, the LSQ paper's
-    N_F): unlike ``x.numel()`` this does not change the steps' learning rate with the batch size.
+    ``zp = clamp(round(-beta / s), qmin, qmax)`` (STE), ``q = clamp(round(x / s) + zp, qmin, qmax)``, ``x_hat = (q - zp) * s``: the
+    offset is learned in the units of ``x`` as in LSQ+, and applied as an integer zero point so the integer kernel
+    reproduces training exactly (``y = s_x s_w (q_x @ q_w^T - zp * rowsum(q_w))``).
+
+    Why ``beta`` in units of ``x`` and not an integer-step parameter: Adam moves a parameter by about ``lr`` per
+    step whatever its gradient's scale, so a zero point learned in steps would need ``0.5 / lr`` consistent steps
+    to change by one (it never moved at lr 1e-3 in 200 steps); in units of ``x`` it moves as LSQ+'s offset does.
+
+    Init on the first tensor: ``s = 2 mean|x| / sqrt(qmax)`` (LSQ, the paper's), and ``beta`` at the zero point
+    that minimises that tensor's squared quantization error at this step (LSQ+ initialises its offset from the
+    data too): about 0 for symmetric data, shifted for skewed data. An unsigned tensor (range ``[0, 2^b - 1]``)
+    keeps ``beta = 0``. The gradients of ``s`` and ``beta`` are scaled by
+    ``1 / sqrt(n * qmax)`` with ``n`` the number of elements per sample (``x[0].numel()``, the LSQ paper's N_F):
+    unlike ``x.numel()`` this does not change the steps' learning rate with the batch size.
     """
 
     def __init__(self, bits: int, signed="auto"):
         super().__init__(bits, "act", signed, "per_tensor")
         self.s = nn.Parameter(torch.ones(1))
-        self.z = nn.Parameter(torch.zeros(1))
+        self.beta = nn.Parameter(torch.zeros(1))
 
     def _init_from(self, x: torch.Tensor) -> None:
-        self.s.copy_((2 * x.abs().to(self.s.dtype).mean() / math.sqrt(self.qmax)).clamp_min(EPS).reshape(1))
-        self.z.zero_()
+        s = (2 * x.abs().to(self.s.dtype).mean() / math.sqrt(self.qmax)).clamp_min(EPS)
+        self.s.copy_(s.reshape(1))
+        self.beta.zero_()
+        if self._signed:
+            self.beta.copy_((-self._mse_zero_point(x, s) * s).reshape(1))
+
+    def _mse_zero_point(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The integer zero point minimising the first batch's squared quantization error at step ``s`` (on up to
+        65536 evenly spaced elements), kept inside ``[qmin + 1, qmax - 1]`` so 0 stays inside the window."""
+        flat = x.detach().flatten().float()
+        flat = flat[:: max(1, flat.numel() // 65536)]
+        best, best_err = 0, None
+        for zp in range(self.qmin + 1, self.qmax):
+            err = float((((torch.clamp(torch.round(flat / s) + zp, self.qmin, self.qmax) - zp) * s - flat) ** 2).sum())
+            if best_err is None or err < best_err - 1e-12 * abs(best_err) or (err <= best_err and abs(zp) < abs(best)):
+                best, best_err = zp, err
+        return torch.tensor(float(best))
+
+    def _zero_point(self, s: torch.Tensor, g: float) -> torch.Tensor:
+        """``round(-beta / s)`` kept in ``[qmin, qmax]``: zero stays exactly representable, as integer kernels need."""
+        return torch.clamp(round_ste(-grad_scale(self.beta, g) / s), self.qmin, self.qmax)
 
     def _quantize(self, x: torch.Tensor):
         x = x.to(self._compute_dtype(x))
         n = x[0].numel() if x.dim() >= 2 else x.numel()
         g = 1.0 / math.sqrt(n * self.qmax)
         s = grad_scale(self.s, g).clamp_min(EPS)
-        z = round_ste(grad_scale(self.z, g))
+        z = self._zero_point(s, g)
         q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
         return q, z, s
 
@@ -298,14 +340,15 @@ class LSQPlusActQuantizer(Quantizer):
         """int32 ``[1]`` zero point in the signed export convention (matches ``int_repr``)."""
         self._require_signedness()
         shift = 0 if self._signed else 2 ** (self.bits - 1)
-        return (torch.round(self.z.detach()) - shift).to(torch.int32)
+        zp = torch.clamp(torch.round(-self.beta.detach() / self.scale), self.qmin, self.qmax)
+        return (zp - shift).to(torch.int32)
 
 
 class _ClipQuantizer(Quantizer):
     """Shared part of PACT and NIPQ: a learnable clip ``alpha``, symmetric range, step ``alpha / qmax``.
 
-    ``alpha`` starts at ``max|w|`` for weights and at the ``act_quantile`` quantile of ``|x|`` of the first
-    batch for activations (0.999 by default: near the max, without letting one outlier set the range).
+    ``alpha`` starts at the ``act_quantile`` quantile of ``|x|`` of the first batch for activations (0.999 by
+    default: near the max, without letting one outlier set the range); for weights see each subclass.
     Activations use ``[0, alpha]`` when the first batch is non-negative, else ``[-alpha, alpha]``.
     """
 
@@ -319,8 +362,11 @@ class _ClipQuantizer(Quantizer):
         self.alpha = nn.Parameter(torch.ones(1))
 
     def _init_from(self, x: torch.Tensor) -> None:
-        a = x.abs().amax() if self.role == "weight" else _abs_quantile(x, self.act_quantile)
+        a = self._weight_clip_init(x) if self.role == "weight" else _abs_quantile(x, self.act_quantile)
         self.alpha.copy_(a.to(self.alpha.dtype).clamp_min(EPS).reshape(1))
+
+    def _weight_clip_init(self, w: torch.Tensor) -> torch.Tensor:
+        return w.abs().amax()
 
     def _clip(self, x: torch.Tensor):
         """``(clamp(x, lo, alpha), alpha)``; clamp with tensor bounds gives alpha the PACT gradient."""
@@ -340,7 +386,14 @@ class PACTQuantizer(_ClipQuantizer):
 
     As in the paper, the step ``alpha / qmax`` is detached inside the rounding, so ``alpha`` learns only
     from clipped values (``d x_hat / d alpha = sign(x)`` there, 0 inside the range).
+
+    Weights get the same learnable clip (the PACT paper quantizes weights with DoReFa instead; a learnable
+    clip on weights is the common PACT baseline for transformers). It starts at the MSE-optimal clip of the
+    pretrained weights, below ``max|w|``: started at ``max|w|`` nothing clips, so ``alpha`` never got a gradient.
     """
+
+    def _weight_clip_init(self, w: torch.Tensor) -> torch.Tensor:
+        return mse_clip(w, self.qmax)
 
     def _quantize(self, x: torch.Tensor):
         xc, a = self._clip(x)
@@ -350,20 +403,19 @@ class PACTQuantizer(_ClipQuantizer):
 
 
 class NIPQQuantizer(_ClipQuantizer):
-    """NIPQ (Shin et al. 2023): pseudo-quantization noise on a learnable truncation during training.
+    """NIPQ (Shin et al. 2023): pseudo-quantization noise on a learnable truncation, then hard quantization.
 
-    Training: ``x_hat = clamp(x, lo, alpha) + U(-0.5, 0.5) * alpha / qmax`` (no rounding; the noise carries
-    a gradient to ``alpha`` for every element), except that with probability ``quant_prob`` per call the
-    real quantizer is used instead. Eval and ``int_repr``: real rounding with STE, gradient to ``alpha``
-    through both the clip and the step. Noise comes from the global torch RNG, so runs are reproducible
-    under ``torch.manual_seed``.
+    Training, noise phase: ``x_hat = clamp(x, lo, alpha) + U(-0.5, 0.5) * alpha / qmax`` (no rounding; the noise
+    carries a gradient to ``alpha`` for every element). Training with ``hard = True`` (the final phase, set by
+    :func:`set_nipq_hard`), eval and ``int_repr``: real rounding with STE, gradient to ``alpha`` through both the
+    clip and the step. NIPQ's own code trains with noise, then fine-tunes a few epochs with real quantization
+    (``ft_epoch``) so the network ends on the arithmetic it will run; ``method.hard_fraction`` sets that share.
+    Noise comes from the global torch RNG, so runs are reproducible under ``torch.manual_seed``.
     """
 
-    def __init__(self, bits: int, role: str, signed="auto", act_quantile: float = 0.999, quant_prob: float = 0.0):
+    def __init__(self, bits: int, role: str, signed="auto", act_quantile: float = 0.999):
         super().__init__(bits, role, signed, act_quantile)
-        if not 0.0 <= quant_prob <= 1.0:
-            raise ValueError(f"quant_prob must lie in [0, 1], got {quant_prob!r}")
-        self.quant_prob = quant_prob
+        self.hard = False
 
     def _quantize(self, x: torch.Tensor):
         xc, a = self._clip(x)
@@ -373,13 +425,21 @@ class NIPQQuantizer(_ClipQuantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._maybe_init(x)
-        if not self.training or (self.quant_prob > 0 and torch.rand(()).item() < self.quant_prob):
+        if not self.training or self.hard:
             return super().forward(x)
         xc, a = self._clip(x)
         return (xc + (torch.rand_like(xc) - 0.5) * (a / self.qmax)).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, quant_prob={self.quant_prob}"
+        return f"{super().extra_repr()}, hard={self.hard}"
+
+
+def set_nipq_hard(model: nn.Module, hard: bool) -> int:
+    """Switch every NIPQ quantizer of ``model`` between its noise phase and hard quantization; returns how many."""
+    qs = [m for m in model.modules() if isinstance(m, NIPQQuantizer)]
+    for q in qs:
+        q.hard = hard
+    return len(qs)
 
 
 class MinMaxQuantizer(Quantizer):
@@ -416,13 +476,39 @@ class MinMaxQuantizer(Quantizer):
         return q, 0, s
 
 
+class ProbQuantizer(Quantizer):
+    """Softmax probabilities: unsigned ``[0, 2^b - 1]`` with the fixed step ``1 / (2^b - 1)``, zero point 0.
+
+    A probability lies in ``[0, 1]``, so this grid covers every row maximum and nothing is ever clipped: a
+    quantized row sums to 1 up to rounding. A data-initialised step (LSQ's ``2 mean|p| / sqrt(qmax)``) clips
+    near 0.25 and threw away most of the attention mass. Nothing is learned, so every method gets the same
+    treatment of this site. The gradient is the straight-through estimator.
+    """
+
+    def __init__(self, bits: int = 8):
+        super().__init__(bits, "act", False, "per_tensor")
+        self.register_buffer("s", torch.tensor([1.0 / (2**bits - 1)]), persistent=False)
+        self._ready = True
+        self.initialized.fill_(True)
+
+    def _quantize(self, x: torch.Tensor):
+        x = x.to(self._compute_dtype(x))
+        s = self.s.to(x.dtype)
+        q = torch.clamp(round_ste(x / s), 0, self.qmax)
+        return q, 0, s
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.s.detach().clone()
+
+
 def make_quantizer(method: str, role: str, bits: int, **opts) -> Quantizer:
     """Build the quantizer for ``method`` ("lsq" = "squat": LSQ weights / LSQ+ activations, "pact",
     "nipq", "llmqat") and ``role`` ("weight" or "act").
 
     ``opts``: ``granularity`` (weights: "per_tensor" | "per_channel"; llmqat activations also
     "per_token"), ``signed`` (activations: "auto" | True | False; weights accept only "auto"/True),
-    and method-specific keywords passed through (``num_channels``, ``act_quantile``, ``quant_prob``).
+    and method-specific keywords passed through (``num_channels``, ``act_quantile``).
     Defaults follow the paper: LSQ per tensor, LLM-QAT per output channel / per token.
     """
     _check_choice("method", method, METHODS)

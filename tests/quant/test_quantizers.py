@@ -35,8 +35,8 @@ def _perturb(q):
     with torch.no_grad():
         if hasattr(q, "s"):
             q.s.mul_(1.37)
-        if hasattr(q, "z"):
-            q.z.fill_(2.6)  # rounds to 3
+        if hasattr(q, "beta"):
+            q.beta.copy_(-2.6 * q.s)  # zero point round(2.6) = 3
         if hasattr(q, "alpha"):
             q.alpha.mul_(0.61)
 
@@ -60,6 +60,8 @@ def test_clipped_ste_gradient_passes_inside_and_is_zero_outside(make):
     if hasattr(q, "s"):
         with torch.no_grad():
             q.s.fill_(1.0)
+            if hasattr(q, "beta"):
+                q.beta.zero_()
         x = torch.tensor([-12.0, -8.4, -3.4, 0.3, 6.9, 7.6, 20.0], requires_grad=True)
         expected = torch.tensor([0.0, 1, 1, 1, 1, 0, 0])  # round(x) in [-8, 7]
     else:  # MinMax: scale = 14/7 = 2, range [-7, 7] * 2; only the max itself can sit at the edge
@@ -95,10 +97,22 @@ def test_lsq_plus_init_uses_qmax_of_chosen_range():
     q(x)
     assert q.signed is False
     assert torch.equal(q.s.detach(), (2 * x.abs().mean() / math.sqrt(15)).reshape(1))
-    assert q.z.item() == 0.0
+    assert q.beta.item() == 0.0 and q.zero_point.item() == -8  # unsigned grid [0, 15], shifted to the signed one
     qs = LSQPlusActQuantizer(4)
     qs(x - 0.5)
     assert torch.equal(qs.s.detach(), (2 * (x - 0.5).abs().mean() / math.sqrt(7)).reshape(1))
+    assert qs.zero_point.item() == 0  # symmetric data: the window stays centred on 0
+
+
+def test_lsq_plus_offset_init_minimises_error_on_skewed_data():
+    torch.manual_seed(0)
+    x = torch.randn(8, 64).exp() - 1.2  # signed, long right tail
+    q = LSQPlusActQuantizer(4)
+    q(x)
+    zp = q.zero_point.item()
+    err = lambda z: float((((torch.clamp(torch.round(x / q.scale) + z, -8, 7) - z) * q.scale - x) ** 2).sum())  # noqa: E731
+    assert zp < 0  # the window moves right, towards the tail
+    assert err(zp) == min(err(z) for z in range(-7, 7)) < err(0)
 
 
 def _lsq_ds(x, s, qmin, qmax):
@@ -135,14 +149,15 @@ def test_lsq_plus_gradient_scale_uses_per_sample_numel():
     q(x)
     with torch.no_grad():
         q.s.fill_(0.25)
+        q.beta.zero_()
     q(x).sum().backward()
     expected = _lsq_ds(x, torch.tensor(0.25), -8, 7).sum() / math.sqrt(24 * 7)
     assert q.s.grad.item() == pytest.approx(expected.item(), rel=1e-5)
-    # z gets -s per clipped element (inside the range the two round(z) terms cancel), times the scale
-    r = torch.round(x / 0.25)
+    # beta (in units of x) gets +1 per clipped element (inside the range the zero point cancels), times the scale
+    r = torch.round(x / 0.25) + q.zero_point
     clipped = ((r < -8) | (r > 7)).sum().item()
     assert clipped > 0
-    assert q.z.grad.item() == pytest.approx(-0.25 * clipped / math.sqrt(24 * 7), rel=1e-5)
+    assert q.beta.grad.item() == pytest.approx(clipped / math.sqrt(24 * 7), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["lsq_w_tensor", "lsq_w_channel", "lsq_act_auto", "pact_w", "pact_act",
@@ -373,12 +388,24 @@ def test_nipq_noise_in_train_rounding_in_eval():
     assert torch.equal(hard, q(x))
 
 
-def test_nipq_quant_prob_one_uses_real_quantizer_in_training():
+def test_nipq_hard_phase_is_the_eval_quantizer_in_training():
     x = torch.linspace(-1, 1, 32)
-    q = NIPQQuantizer(4, "weight", quant_prob=1.0)
-    y = q(x)
+    q = NIPQQuantizer(4, "weight")
+    noisy = q(x)
+    q.hard = True
+    hard = q(x)
     q.eval()
-    assert torch.equal(y, q(x))
+    assert torch.equal(hard, q(x)) and not torch.equal(noisy, hard)
+
+
+def test_pact_weight_clip_starts_below_max_and_learns():
+    torch.manual_seed(0)
+    w = torch.randn(64, 64)
+    q = PACTQuantizer(4, "weight")
+    q(w)
+    assert 0.3 * w.abs().max() < q.alpha.item() < w.abs().max()  # the MSE-optimal 4-bit clip of a Gaussian
+    q(w).pow(2).sum().backward()
+    assert q.alpha.grad.abs().item() > 0
 
 
 def test_bf16_inputs_keep_dtype_and_shape():
@@ -412,7 +439,6 @@ def test_make_quantizer_methods_and_options():
     assert make_quantizer("llmqat", "act", 8).granularity == "per_token"
     assert make_quantizer("lsq", "weight", 4, granularity="per_channel").granularity == "per_channel"
     assert make_quantizer("lsq", "act", 8, signed=False).signed is False
-    assert make_quantizer("nipq", "act", 4, quant_prob=0.5).quant_prob == 0.5
     with pytest.raises(ValueError, match="weights are always signed"):
         make_quantizer("lsq", "weight", 4, signed=False)
     with pytest.raises(ValueError, match="granularity"):
