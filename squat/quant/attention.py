@@ -45,13 +45,11 @@ class AttentionQuantizers(nn.Module):
         super().__init__()
         self.q, self.k, self.v, self.probs = q, k, v, probs
         self.layer = layer
+        # Causal token rule: this layer's importance threshold (NaN until the first forward calibrates it).
+        self.register_buffer("token_threshold", torch.full((1,), float("nan")))
         object.__setattr__(self, "state", state)
         object.__setattr__(self, "record", record)
-        self.integer = False  # set by squat.export.integer_reference
-
-
-def _all_quantized(aq, *names) -> bool:
-    return all(not isinstance(getattr(aq, n), nn.Identity) for n in names)
+        self.integer: dict | None = None  # exported sites {q, k, v, probs}, set by squat.export.integer_reference
 
 
 def _quant(quantizer: nn.Module, x: torch.Tensor, high: torch.Tensor | None) -> torch.Tensor:
@@ -60,41 +58,26 @@ def _quant(quantizer: nn.Module, x: torch.Tensor, high: torch.Tensor | None) -> 
     return quantizer(x)
 
 
-def centered_int(quantizer: nn.Module, x: torch.Tensor, high: torch.Tensor | None):
-    """Quantized ``x`` as exact centred integers ``q - zero_point`` (float64) and a scale broadcastable to it
-    (``[1]`` or ``[..., T, 1]``): the integer reference computes with these."""
-    if isinstance(quantizer, TokenAdaptiveQuantizer):
-        ch, sh = centered_int(quantizer.high, x, None)
-        if high is None:
-            return ch, sh
-        cl, sl = centered_int(quantizer.low, x, None)
-        m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
-        return torch.where(m, ch, cl), torch.where(m, sh, sl)
-    q, s, zp = quantizer.int_repr(x)
-    return q.double() - zp.double(), s.double()
-
-
-def _integer_scores(aq, query, key, qmask, kmask):
+def _integer_scores(sites, query, key, qmask, kmask):
     """``q @ k^T`` as one integer matmul and one rescale (per-token scales of q rows and k columns)."""
-    qc, sq = centered_int(aq.q, query, qmask)
-    kc, sk = centered_int(aq.k, key, kmask)
+    qc, sq = sites["q"].centered(query, qmask)
+    kc, sk = sites["k"].centered(key, kmask)
     acc = qc @ kc.transpose(-1, -2)
     return acc * sq * (sk.transpose(-1, -2) if sk.dim() > 1 else sk)
 
 
-def _integer_pv(aq, probs, value, vmask):
+def _integer_pv(sites, probs, value, vmask):
     """``probs @ v`` in integers: one matmul per value scale group (a per-tensor v has one; token-adaptive v
     has two, split by the mask), each with its own rescale. Per-token dynamic v scales vary along the
     contracted axis, so that case dequantizes v first (documented float fallback)."""
-    pc, sp = centered_int(aq.probs, probs, None)
-    v = aq.v
-    if isinstance(v, TokenAdaptiveQuantizer) and vmask is not None:
-        ch, sh = centered_int(v.high, value, None)
-        cl, sl = centered_int(v.low, value, None)
-        if sh.numel() == 1 and sl.numel() == 1:
-            m = vmask[:, None, :, None].double()
-            return (pc @ (ch * m)) * sp * sh + (pc @ (cl * (1 - m))) * sp * sl
-    vc, sv = centered_int(v, value, vmask)
+    pc, sp = sites["probs"].centered(probs)
+    v = sites["v"]
+    if v.high is not None and vmask is not None and v.mode == v.high.mode == "static":
+        ch, sh = v.high.centered(value)
+        cl, sl = v.centered(value)
+        m = vmask[:, None, :, None].double()
+        return (pc @ (ch * m)) * sp * sh + (pc @ (cl * (1 - m))) * sp * sl
+    vc, sv = v.centered(value, vmask)
     if sv.numel() == 1:
         return (pc @ vc) * sp * sv
     return (pc @ (vc * sv)) * sp
@@ -111,11 +94,11 @@ def squat_attention(module, query, key, value, attention_mask, scaling=None, dro
         scaling = query.size(-1) ** -0.5
     aq: AttentionQuantizers | None = getattr(module, "attn_quant", None)
     state = aq.state if aq is not None else None
-    integer = aq is not None and aq.integer and _all_quantized(aq, "q", "k")
-    if integer:
+    sites = aq.integer if aq is not None else None
+    if sites and not (sites["q"].is_float or sites["k"].is_float):
         qmask = state.input_mask(aq.layer) if state else None
         kmask = state.key_mask(aq.layer) if state else None
-        scores = _integer_scores(aq, query, key, qmask, kmask).to(query.dtype) * scaling
+        scores = _integer_scores(sites, query, key, qmask, kmask).to(query.dtype) * scaling
     else:
         if aq is not None:
             query = _quant(aq.q, query, state.input_mask(aq.layer) if state else None)
@@ -129,10 +112,10 @@ def squat_attention(module, query, key, value, attention_mask, scaling=None, dro
         probs_d = nn.functional.dropout(probs, p=dropout, training=module.training)
         return torch.matmul(probs_d, value).transpose(1, 2).contiguous(), probs
     if state is not None:
-        state.update(aq.layer, probs, scores)
+        state.update(aq.layer, probs, scores, threshold=aq.token_threshold, training=aq.training)
     vmask = state.value_mask(aq.layer) if state else None
-    if aq.integer and _all_quantized(aq, "probs", "v"):
-        out = _integer_pv(aq, probs, value, vmask).to(query.dtype)
+    if sites and not (sites["probs"].is_float or sites["v"].is_float):
+        out = _integer_pv(sites, probs, value, vmask).to(query.dtype)
         return out.transpose(1, 2).contiguous(), probs
     value = _quant(aq.v, value, vmask)
     probs = aq.probs(probs)

@@ -34,6 +34,11 @@ class TokenScore(Choice):
     logits = "logits"  # public code: pre-softmax scores
 
 
+class TokenRule(Choice):
+    threshold = "threshold"  # default, causal: importance >= the layer's calibrated threshold
+    topk = "topk"  # paper: the top ratio of the whole sequence (not causal; decoding differs from training)
+
+
 def _check_bits(name: str, bits: Optional[int]) -> None:
     if bits is not None and bits not in ALLOWED_BITS:
         raise ValueError(
@@ -43,19 +48,30 @@ def _check_bits(name: str, bits: Optional[int]) -> None:
 
 @dataclass
 class TokenPolicyConfig:
-    """Token-adaptive activations: the top ``ratio`` of tokens by attention-sink importance get
-    ``high_bits``, the rest ``quant.act_bits`` (paper section 5)."""
+    """Token-adaptive activations: a share ``ratio`` of tokens, by attention-sink importance, get
+    ``high_bits``, the rest ``quant.act_bits`` (paper section 5). ``rule=threshold`` (default) decides each token
+    from its own importance against a per-layer threshold calibrated to ``ratio`` (causal, identical in training,
+    evaluation and cached decoding); ``rule=topk`` is the paper's whole-sequence top-k (not causal)."""
 
     enabled: bool = False
     ratio: float = 0.5
     high_bits: int = 8
-    select: TokenSelect = TokenSelect.per_sample
+    rule: TokenRule = TokenRule.threshold
+    momentum: float = 0.05  # threshold rule: EMA weight of each training batch's ratio-quantile
+    select: TokenSelect = TokenSelect.per_sample  # topk rule only
     score: TokenScore = TokenScore.probs
 
     def __post_init__(self) -> None:
         self.select, self.score = TokenSelect(self.select), TokenScore(self.score)  # plain strings from Python
+        self.rule = TokenRule(self.rule)
         if not 0.0 <= self.ratio <= 1.0:
             raise ValueError(f"quant.token_policy.ratio={self.ratio} must lie in [0, 1]")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"quant.token_policy.momentum={self.momentum} must lie in (0, 1]")
+        if self.rule == TokenRule.threshold and self.select == TokenSelect.batch:
+            raise ValueError(
+                "quant.token_policy.select=batch applies to the paper's top-k only: add quant.token_policy.rule=topk"
+            )
         _check_bits("token_policy.high_bits", self.high_bits)
 
 

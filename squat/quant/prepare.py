@@ -16,7 +16,7 @@ import torch.nn as nn
 from squat.quant.attention import ATTN_IMPLEMENTATION, AttentionQuantizers, AttentionRecord
 from squat.quant.config import QuantConfig
 from squat.quant.linear import QuantLinear
-from squat.quant.quantizers import make_quantizer
+from squat.quant.quantizers import ProbQuantizer, make_quantizer
 from squat.quant.token_policy import TokenAdaptiveQuantizer, TokenPrecisionState
 from squat.utils import plain
 
@@ -53,6 +53,17 @@ _LAYOUTS = {
 _INPUT_SITES = {"attn_input", "q", "k"}
 
 
+def linear_site(family: str, module_name: str) -> tuple[int | None, str | None]:
+    """Block index and input site of a linear by its module path: ``model.layers.3.mlp.down_proj`` ->
+    ``(3, "mlp_down_input")``; ``(None, None)`` outside the blocks (e.g. ``lm_head``)."""
+    parts = module_name.split(".")
+    blocks = _LAYOUTS[family]["blocks"]
+    for i, p in enumerate(parts):
+        if p.isdigit() and ".".join(parts[:i]) == blocks:
+            return int(p), _LAYOUTS[family]["linears"].get(".".join(parts[i + 1:]))
+    return None, None
+
+
 @dataclass
 class QuantHandle:
     """What training needs from a prepared student: its config, the loss record and the token state."""
@@ -86,7 +97,8 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, method: str = "lsq") -> Q
     family = _family(model)
     layout = _LAYOUTS[family]
     tp = cfg.token_policy
-    state = TokenPrecisionState(tp.ratio, per_sample=tp.select.value == "per_sample", score=tp.score.value) if tp.enabled else None
+    state = TokenPrecisionState(tp.ratio, rule=tp.rule.value, per_sample=tp.select.value == "per_sample",
+                                score=tp.score.value, momentum=tp.momentum) if tp.enabled else None
     record = AttentionRecord()
 
     def act(site: str, layer: int, bits: int | None = None, signed="auto") -> nn.Module:
@@ -130,7 +142,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, method: str = "lsq") -> Q
         attn = block.get_submodule(layout["attn"])
         attn.attn_quant = AttentionQuantizers(
             q=act("q", i), k=act("k", i), v=act("v", i),
-            probs=make_quantizer(method, "act", probs_bits, signed=False) if probs_bits else nn.Identity(),
+            probs=ProbQuantizer(probs_bits) if probs_bits else nn.Identity(),
             layer=i, state=state, record=record,
         )
     if cfg.sites.lm_head and cfg.weight_bits is not None:
@@ -140,7 +152,17 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, method: str = "lsq") -> Q
     model.config._attn_implementation = ATTN_IMPLEMENTATION
     handle = QuantHandle(cfg, method, record, state, family)
     model.squat_quant = handle
+    if state is not None:
+        model.register_forward_pre_hook(_pass_padding_mask, with_kwargs=True)
     return handle
+
+
+def _pass_padding_mask(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Hand each forward's 2-D attention mask to the token policy, so padding is never ranked or counted and a
+    sequence gets the same precisions alone and in any padded batch (``generate`` passes it too). Looks the state
+    up on the module, so a deep copy of the model updates its own state."""
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    model.squat_quant.state.begin(mask)
 
 
 def quant_linears(model: nn.Module) -> dict[str, QuantLinear]:

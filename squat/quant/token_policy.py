@@ -20,6 +20,8 @@ __all__ = [
     "token_importance",
     "select_high_precision",
     "select_high_precision_incremental",
+    "threshold_for_ratio",
+    "select_by_threshold",
     "realised_low_fraction",
     "TokenPrecisionState",
     "TokenAdaptiveQuantizer",
@@ -159,6 +161,36 @@ def realised_low_fraction(high_mask: Tensor, valid_mask: Tensor | None = None) -
     return low.float() / n.clamp_min(1).float()
 
 
+def threshold_for_ratio(importance: Tensor, ratio: float, valid_mask: Tensor | None = None) -> Tensor:
+    """The importance threshold at which ``round(ratio * n)`` of the ``n`` valid tokens score at least it (the
+    k-th largest valid score; ``+inf`` if k = 0). Scalar float32."""
+    _check_ratio(ratio)
+    imp = importance.float()
+    vals = imp[valid_mask.bool()] if valid_mask is not None else imp.flatten()
+    k = int(_count(ratio, torch.tensor(vals.numel())))
+    if k == 0:
+        return imp.new_tensor(float("inf"))
+    return vals.kthvalue(vals.numel() - k + 1).values
+
+
+def select_by_threshold(importance: Tensor, threshold: Tensor, ratio: float, valid_mask: Tensor | None = None) -> Tensor:
+    """The causal rule: a token is 8-bit iff its own importance reaches the layer's calibrated threshold.
+
+    A token's importance is its attention to the first token, which under causal attention depends only on the
+    tokens up to it, so its precision never depends on later tokens, on the batch or on padding: training,
+    evaluation and cached decoding decide every token identically. ratio 0 selects nothing and ratio 1 every
+    valid token, whatever the threshold.
+    """
+    _check_ratio(ratio)
+    if ratio == 0.0:
+        high = torch.zeros_like(importance, dtype=torch.bool)
+    elif ratio == 1.0:
+        high = torch.ones_like(importance, dtype=torch.bool)
+    else:
+        high = importance.float() >= threshold.to(importance.device).float()
+    return high if valid_mask is None else high & valid_mask.bool()
+
+
 class TokenPrecisionState:
     """Which tokens each layer keeps at high precision, and how that propagates (paper section 5).
 
@@ -166,36 +198,96 @@ class TokenPrecisionState:
     of layer ``l``'s v and MLP activations and of layer ``l+1``'s attention input, q and k; layer 0's input, q and
     k are all high precision. The state keeps each layer's choices for the whole sequence so that, while
     decoding with a KV cache, past keys and values (re-quantized each step from the float cache) keep the
-    precision they were given, and each new token is judged against the scores seen so far
-    (:func:`select_high_precision_incremental`).
+    precision they were given.
+
+    Two rules (``rule``):
+
+    * ``"threshold"`` (default, causal): token i is 8-bit iff its importance reaches the layer's threshold, a
+      buffer calibrated on the first forward so that ``ratio`` of the tokens reach it, then tracked during
+      training as an exponential moving average (``momentum``) of each batch's ratio-quantile and frozen in
+      eval, like batch norm's running statistics. Cached decoding equals recomputation.
+    * ``"topk"`` (the paper's): exactly ``round(ratio * n)`` tokens per sequence (or per batch), chosen over the
+      whole sequence, so later tokens decide an earlier token's precision: not causal. Decoding then judges
+      each new token against the scores seen so far (:func:`select_high_precision_incremental`), which
+      recomputing the sequence does not reproduce.
+
+    Padding: :meth:`begin` receives the forward's 2-D attention mask (True = real token). Padding never counts
+    towards a ratio or a threshold and always gets low precision; the first real key is the sink.
     """
 
-    def __init__(self, ratio: float, per_sample: bool = True, score: str = "probs"):
+    def __init__(self, ratio: float, rule: str = "threshold", per_sample: bool = True, score: str = "probs",
+                 momentum: float = 0.05):
         _check_ratio(ratio)
         if score not in ("probs", "logits"):
             raise ValueError(f"score must be 'probs' or 'logits', got {score!r}")
-        self.ratio, self.per_sample, self.score = ratio, per_sample, score
+        if rule not in ("threshold", "topk"):
+            raise ValueError(f"rule must be 'threshold' or 'topk', got {rule!r}")
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must lie in (0, 1], got {momentum!r}")
+        self.ratio, self.rule, self.per_sample, self.score, self.momentum = ratio, rule, per_sample, score, momentum
+        self.valid: Tensor | None = None  # [B, S] real-token mask of the current forward (None: all real)
         self.high: dict[int, Tensor] = {}  # layer -> [B, S] choices over the whole sequence so far
-        self.scores: dict[int, Tensor] = {}  # layer -> [B, S] importance history (for decoding)
+        self.scores: dict[int, Tensor] = {}  # layer -> [B, S] importance history (topk decoding)
         self.new: dict[int, int] = {}  # layer -> number of positions added by the current forward
 
-    def update(self, layer: int, probs: Tensor, logits: Tensor) -> Tensor:
-        """Choose layer ``layer``'s high-precision tokens among the ``T`` queries of this forward."""
+    def begin(self, attention_mask: Tensor | None) -> None:
+        """Called before every forward of the model with its 2-D attention mask ([B, S], 1 = real token)."""
+        self.valid = None if attention_mask is None or attention_mask.dim() != 2 else attention_mask.bool()
+
+    def _valid(self, s: int) -> Tensor | None:
+        return self.valid if self.valid is not None and self.valid.shape[-1] == s else None
+
+    def update(self, layer: int, probs: Tensor, logits: Tensor, threshold: Tensor | None = None,
+               training: bool = False) -> Tensor:
+        """Choose layer ``layer``'s high-precision tokens among the ``T`` queries of this forward.
+
+        ``threshold``: the layer's ``[1]`` buffer (rule "threshold"; NaN until calibrated, filled in place).
+        """
         attn = probs if self.score == "probs" else logits
-        imp = token_importance(attn.detach())  # [B, T]
         t, s = attn.shape[-2], attn.shape[-1]
-        if t == s or layer not in self.high:  # a new sequence (training, or the prefill of generate)
-            high = select_high_precision(imp, self.ratio, per_sample=self.per_sample)
+        key_valid = self._valid(s)
+        q_valid = key_valid[:, -t:] if key_valid is not None else None
+        imp = token_importance(attn.detach(), key_valid)  # [B, T]
+        new_sequence = t == s or layer not in self.high
+        if self.rule == "threshold":
+            high = self._threshold_select(imp, q_valid, threshold, training)
+        elif new_sequence:
+            high = select_high_precision(imp, self.ratio, per_sample=self.per_sample, valid_mask=q_valid)
+        else:
+            high = self._incremental(layer, imp, key_valid)
+        if new_sequence:
             self.high[layer], self.scores[layer] = high, imp
-        else:  # decoding: one (or a few) new tokens appended to the cache
-            high_parts = []
-            for i in range(t):
-                h = select_high_precision_incremental(self.scores[layer], imp[:, i : i + 1], self.ratio)
-                self.scores[layer] = torch.cat([self.scores[layer], imp[:, i : i + 1]], dim=1)
-                high_parts.append(h)
-            self.high[layer] = torch.cat([self.high[layer]] + high_parts, dim=1)
+        else:
+            self.high[layer] = torch.cat([self.high[layer], high], dim=1)
+            self.scores[layer] = torch.cat([self.scores[layer], imp], dim=1)
         self.new[layer] = t
-        return self.high[layer][:, -t:]
+        return high
+
+    def _threshold_select(self, imp: Tensor, valid: Tensor | None, threshold: Tensor | None, training: bool) -> Tensor:
+        if threshold is None:
+            raise ValueError("rule='threshold' needs the layer's threshold buffer")
+        if 0.0 < self.ratio < 1.0:
+            with torch.no_grad():
+                if torch.isnan(threshold).any():
+                    threshold.copy_(_synced(threshold_for_ratio(imp, self.ratio, valid)).reshape(threshold.shape))
+                    return select_by_threshold(imp, threshold, self.ratio, valid)
+                high = select_by_threshold(imp, threshold, self.ratio, valid)
+                if training:
+                    batch = _synced(threshold_for_ratio(imp, self.ratio, valid)).reshape(threshold.shape)
+                    if torch.isfinite(batch).all():
+                        threshold.lerp_(batch.to(threshold.dtype), self.momentum)
+                return high
+        return select_by_threshold(imp, imp.new_zeros(()), self.ratio, valid)
+
+    def _incremental(self, layer: int, imp: Tensor, key_valid: Tensor | None) -> Tensor:
+        parts, scores = [], self.scores[layer]
+        n_past = scores.shape[1]
+        for i in range(imp.shape[1]):
+            past_valid = key_valid[:, : n_past + i] if key_valid is not None else None
+            parts.append(select_high_precision_incremental(scores, imp[:, i : i + 1], self.ratio, past_valid))
+            scores = torch.cat([scores, imp[:, i : i + 1]], dim=1)
+        high = torch.cat(parts, dim=1)
+        return high if key_valid is None else high & key_valid[:, -imp.shape[1]:]
 
     def _of(self, layer: int, whole: bool) -> Tensor | None:
         if layer < 0:
@@ -219,11 +311,31 @@ class TokenPrecisionState:
         """``[B, T]`` for layer ``layer``'s o_proj/MLP activations (its own choice)."""
         return self._of(layer, whole=False)
 
+    def high_fractions(self, whole: bool = False) -> dict[int, float]:
+        """Per layer, the realised share of valid tokens at high precision (last forward, or whole sequence)."""
+        out = {}
+        for layer in sorted(self.high):
+            h = self._of(layer, whole)
+            valid = self._valid(self.high[layer].shape[1])
+            if valid is not None and not whole:
+                valid = valid[:, -h.shape[1]:]
+            out[layer] = 1.0 - float(realised_low_fraction(h, valid))
+        return out
+
     def low_fraction(self) -> Tensor | None:
-        """Realised fraction of low-precision tokens in the last forward, over layers."""
+        """Realised fraction of low-precision tokens in the last forward, over layers (padding excluded)."""
         if not self.high:
             return None
-        return torch.stack([realised_low_fraction(self.output_mask(l)) for l in self.high]).mean()
+        return torch.tensor(1.0 - sum(self.high_fractions().values()) / len(self.high))
+
+
+def _synced(x: Tensor) -> Tensor:
+    """Average a statistic over data-parallel processes so every replica keeps the same threshold."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        x = x / torch.distributed.get_world_size()
+    return x
 
 
 class TokenAdaptiveQuantizer(nn.Module):

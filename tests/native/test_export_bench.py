@@ -1,50 +1,74 @@
-"""run_kernel_benchmark / squat-bench --export on a tiny synthetic export (squat-int/1 layout)."""
+"""The kernel path reads the export through squat.export.ExportedModel: every width exports, runs on the kernels
+equal to the integer reference, and run_kernel_benchmark / squat-bench --export work on a real export."""
 import json
 
 import numpy as np
+import pytest
 import torch
-from safetensors.torch import save_file
 
-from squat.export import pack_int4
-
-
-def _export(tmp_path):
-    rng = np.random.default_rng(0)
-    lin, t = {}, {}
-    for name, n, k, wb in (("l0.q_proj", 24, 40, 4), ("l0.down_proj", 16, 24, 8)):
-        w = rng.integers(-8, 8, (n, k)) if wb == 4 else rng.integers(-128, 128, (n, k))
-        w = torch.from_numpy(w.astype(np.int8))
-        t[f"{name}.weight_q"] = pack_int4(w) if wb == 4 else w
-        t[f"{name}.weight_scale"] = torch.rand(n) * 0.01
-        t[f"{name}.act_scale"] = torch.tensor([0.05])
-        t[f"{name}.act_zero_point"] = torch.tensor([3], dtype=torch.int32)
-        lin[name] = {"in_features": k, "out_features": n, "weight_bits": wb, "act_bits": 8}
-    save_file(t, str(tmp_path / "quantized.safetensors"))
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "squat-int/1", "linears": lin}))
-    return tmp_path
+from squat.config import ModelConfig
+from squat.export import ExportedModel, IntegerLinear, export_model
+from squat.models import build_model
+from squat.quant.config import QuantConfig, TokenPolicyConfig
+from squat.quant.prepare import calibrate, quantize_model
 
 
-def test_run_kernel_benchmark(lib, tmp_path):
+def _student(tmp_path, weight_bits: int, act_bits: int, mixed: bool = False):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=48), 96, 0,
+                        attn_implementation="eager")
+    qcfg = QuantConfig(name=f"w{weight_bits}a{act_bits}", weight_bits=weight_bits, act_bits=act_bits, probs_bits=8,
+                       token_policy=TokenPolicyConfig(enabled=mixed))
+    quantize_model(model, qcfg)
+    ids = torch.randint(0, 96, (2, 24))
+    calibrate(model, ids)
+    export_model(model.eval(), tmp_path / "export")
+    return model, ids, tmp_path / "export"
+
+
+@pytest.mark.parametrize("wb,ab", [(2, 8), (3, 8), (4, 4), (4, 8), (6, 6), (8, 8)])
+def test_every_width_runs_on_the_kernels_equal_to_the_integer_reference(lib, tmp_path, wb, ab):
+    from squat.kernels.model import KernelLinear
+
+    _, _, d = _student(tmp_path, wb, ab)
+    exp = ExportedModel(d)
+    assert {e["packing"] for e in exp.manifest["linears"].values()} == {"int4x2" if wb <= 4 else "int8"}
+    x = np.random.default_rng(2).standard_normal((7, 32)).astype(np.float32)
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.gate_proj"):
+        lin = exp.linears[name]
+        assert lin.w.min() >= -(2 ** (wb - 1)) and lin.w.max() <= 2 ** (wb - 1) - 1
+        got = KernelLinear(lib, lin)(x)
+        ref = IntegerLinear(lin)(torch.from_numpy(x)).numpy()  # float64 integer math, then rounded to float32
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        q, _ = lin.act.quantize(torch.from_numpy(x))
+        acc = lib.matmul(q.numpy().astype(np.int8), lib.pack_weights(KernelLinear(lib, lin).paths["low"][1].kernel, lin.w.numpy()))
+        assert np.array_equal(acc, (q.long() @ lin.w.long().T).numpy())  # the integer GEMM itself: exact
+
+
+def test_adaptive_input_runs_two_groups_with_the_trained_scales(lib, tmp_path):
+    from squat.kernels.model import KernelLinear
+
+    _, _, d = _student(tmp_path, 4, 4, mixed=True)
+    lin = ExportedModel(d).linears["model.layers.1.mlp.gate_proj"]
+    assert lin.act.adaptive == "output" and lin.act.high.bits == 8
+    x = np.random.default_rng(3).standard_normal((9, 32)).astype(np.float32)
+    high = np.arange(9) % 3 == 0
+    got = KernelLinear(lib, lin)(x, high)
+    ref = IntegerLinear(lin)
+    state = type("S", (), {"output_mask": lambda self, layer: torch.from_numpy(high)[None]})()
+    object.__setattr__(ref, "state", state)
+    ref.layer = 1
+    np.testing.assert_allclose(got, ref(torch.from_numpy(x)[None])[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_run_kernel_benchmark_on_a_real_export(lib, tmp_path):
     from squat.kernels.bench import run_kernel_benchmark
 
-    d = _export(tmp_path / "exp" if (tmp_path / "exp").mkdir() is None else tmp_path)
-    acts = {"l0.q_proj": np.random.default_rng(1).standard_normal((5, 40)).astype(np.float32)}
+    model, ids, d = _student(tmp_path, 4, 8)
+    acts = {"model.layers.0.self_attn.q_proj": np.random.default_rng(1).standard_normal((5, 32)).astype(np.float32)}
     res = run_kernel_benchmark(d, seq_len=8, ratio=0.5, out_dir=tmp_path / "out", check_activations=acts, reps=1,
                                insn=False)
     assert res["exactness"]["ok"] and res["exactness"]["checked"] > 0
     assert set(res["ms_per_token"]) == {"8", "1"} and "torch int8 dynamic" in res["ms_per_token"]["8"]
     assert (tmp_path / "out" / "kernel_bench.md").read_text().count("Wall clock") == 2
     json.loads((tmp_path / "out" / "kernel_bench.json").read_text())
-
-
-def test_kernel_linear_matches_dequant_reference(lib, tmp_path):
-    from squat.kernels.model import load_int_weights, load_model
-
-    d = _export(tmp_path)
-    model, tens = load_model(lib, d), load_int_weights(d)
-    x = np.random.default_rng(2).standard_normal((7, 40)).astype(np.float32)
-    lin = model["l0.q_proj"]
-    q = lin.quantize(x).astype(np.int64)
-    w = tens["l0.q_proj"]["w"].astype(np.int64)
-    ref = ((q @ w.T) - 3 * w.sum(1)).astype(np.float32) * (np.float32(0.05) * tens["l0.q_proj"]["w_scale"])
-    assert np.array_equal(lin(x), ref)
