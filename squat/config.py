@@ -39,6 +39,29 @@ class TokenizerConfig:
             raise ValueError(f"data.tokenizer.vocab_size={self.vocab_size} must be in (256, 262144]")
 
 
+class TrainData(Choice):
+    corpus = "corpus"  # chunks of the data source's training text
+    teacher = "teacher"  # LLM-QAT's data-free option: sequences sampled from the (first) teacher, cached
+
+
+@dataclass
+class TeacherSamplesConfig:
+    """LLM-QAT's data-free distillation data: each sequence starts from a uniformly random token, continues with
+    ``greedy_tokens`` top-1 tokens, then samples from the teacher's softmax (LLM-QAT, Liu et al. 2023, sec. 2.1)."""
+
+    num_sequences: int = 2048
+    greedy_tokens: int = 4  # LLM-QAT: the first 3-5 tokens deterministically
+    temperature: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_sequences < 1 or self.batch_size < 1 or self.greedy_tokens < 0:
+            raise ValueError("data.teacher_samples: num_sequences and batch_size must be positive, greedy_tokens >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"data.teacher_samples.temperature={self.temperature} must be positive")
+
+
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.builtin
@@ -55,6 +78,8 @@ class DataConfig:
     max_val_chars: Optional[int] = None
     max_val_chunks: Optional[int] = None  # in-run validation on this many chunks spread over the split
     eos_after: EosAfter = EosAfter.document  # line: what line-by-line scoring and BLiMP condition on (after EOS)
+    train_data: TrainData = TrainData.corpus  # qat: corpus text, or teacher-generated sequences (LLM-QAT data-free)
+    teacher_samples: TeacherSamplesConfig = field(default_factory=TeacherSamplesConfig)
     seq_len: int = 128
     batch_size: int = 16
     eval_batch_size: int = 32
@@ -65,6 +90,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.source = DataSource(self.source)
         self.eos_after = EosAfter(self.eos_after)
+        self.train_data = TrainData(self.train_data)
         if self.seq_len < 2:
             raise ValueError(f"data.seq_len={self.seq_len} must be at least 2")
         if self.max_val_chunks is not None and self.max_val_chunks < 1:
@@ -249,6 +275,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
             raise FileNotFoundError(f"ckpt_path={self.ckpt_path!r} does not exist: pass a Lightning .ckpt file")
+        if self.data.train_data == TrainData.teacher and self.stage.name != Stage.qat:
+            raise ValueError("data.train_data=teacher samples distillation data from a teacher: it needs stage=qat "
+                             "stage.teacher=<teacher folder>")
         if self.stage.name == Stage.pretrain and not self.quant.is_float:
             raise ValueError(
                 f"stage=pretrain trains the float teacher but quant={self.quant.name} is set: "

@@ -16,10 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
-from squat.config import CONF_DIR, RunConfig, Stage, register_configs
+from squat.config import CONF_DIR, RunConfig, Stage, TrainData, register_configs
 from squat.callbacks import KernelBenchmark
 from squat.callbacks.kernel_benchmark import kernel_headline
 from squat.data import TextDataModule
+from squat.data.teacher_samples import teacher_samples
 from squat.eval.perplexity import evaluate
 from squat.export import MANIFEST_FILE, export_model
 from squat.lit_module import SquatLitModule
@@ -53,6 +54,9 @@ def build(rc: RunConfig, cfg: DictConfig):
                 raise ValueError(f"teacher {path} has a different vocabulary than {rc.stage.teacher}: ensemble "
                                  "teachers must share the student's tokenizer")
             teachers.append(t)
+        if rc.data.train_data == TrainData.teacher:
+            dm.train_sequences = teacher_samples(teachers[0], rc.data.teacher_samples, rc.data.seq_len, dm.vocab_size,
+                                                 rc.data.cache_dir)
         if not rc.quant.is_float:
             quantize_model(student, rc.quant, rc.method.quantizer)
             calibrate(student, next(iter(dm.train_dataloader())))

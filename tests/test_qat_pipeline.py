@@ -3,7 +3,9 @@ reports, and squat-eval reproduces the run's own validation numbers."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +109,34 @@ def test_qat_student_trains_in_train_mode(teacher, tmp_path):
     _, lit, _ = build(to_typed(cfg), cfg)
     assert all(m.training for m in lit.student.modules())
     assert not any(m.training for t in lit.teachers for m in t.modules())
+
+
+def test_llmqat_data_free_option_trains_on_cached_teacher_samples(teacher, tmp_path):
+    """data.train_data=teacher: LLM-QAT's data-free distillation data, sampled once from the teacher and cached."""
+    from squat.data.teacher_samples import sample_sequences, teacher_samples
+    from squat.models import load_model
+    from squat.train import build
+
+    overrides = TINY + ["stage=qat", f"stage.teacher={teacher}", "quant=w4a4", "method=llmqat",
+                        "data.train_data=teacher", "data.teacher_samples.num_sequences=12",
+                        "data.teacher_samples.batch_size=8", "data.teacher_samples.greedy_tokens=3"]
+    rc = to_typed(compose_cfg(overrides, tmp_path))
+    dm, lit, _ = build(rc, compose_cfg(overrides, tmp_path))
+    seqs = dm.train_sequences
+    assert seqs.shape == (12, rc.data.seq_len) and seqs.max() < dm.vocab_size
+    batch = next(iter(dm.train_dataloader()))
+    assert any(torch.equal(batch[0], torch.from_numpy(s)) for s in seqs)  # batches are whole generated sequences
+    t = load_model(str(teacher), attn_implementation="eager").eval()
+    with torch.no_grad():  # the first greedy_tokens continuations are the teacher's top-1
+        s = torch.from_numpy(seqs[:4])
+        top1 = t(s).logits[:, :3].argmax(-1)
+    assert torch.equal(top1, s[:, 1:4])
+    again = teacher_samples(t, rc.data.teacher_samples, rc.data.seq_len, dm.vocab_size, rc.data.cache_dir)
+    assert np.array_equal(again, seqs) and len(list((Path(rc.data.cache_dir) / "teacher_samples").glob("*.npy"))) == 1
+    other = sample_sequences(t, type(rc.data.teacher_samples)(num_sequences=4, seed=1), 16, dm.vocab_size)
+    assert not np.array_equal(other[:, :1], seqs[:4, :1])  # the seed sets the random first tokens
+
+
+def test_train_data_teacher_needs_the_qat_stage(tmp_path):
+    with pytest.raises(ValueError, match="needs stage=qat"):
+        to_typed(compose_cfg(TINY + ["data.train_data=teacher"], tmp_path))

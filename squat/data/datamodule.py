@@ -81,12 +81,26 @@ class ContiguousChunks(Dataset):
         return torch.from_numpy(self.tokens[s : s + self.seq_len].astype(np.int64))
 
 
+class Sequences(Dataset):
+    """Fixed training sequences, one per item (teacher-generated data: each is a sample of its own)."""
+
+    def __init__(self, seqs: np.ndarray):
+        self.seqs = seqs
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.seqs[i].astype(np.int64))
+
+
 class TextDataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, tokenizer=None):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.train_tokens = self.val_tokens = None
+        self.train_sequences: np.ndarray | None = None  # replaces the training text when set (data.train_data=teacher)
 
     def prepare(self) -> "TextDataModule":
         """Load text, train or load the tokenizer, tokenize (all cached). Idempotent; call before building the model
@@ -109,6 +123,9 @@ class TextDataModule(L.LightningDataModule):
         self.prepare()
 
     def train_dataloader(self) -> DataLoader:
+        if self.train_sequences is not None:
+            return DataLoader(Sequences(self.train_sequences), batch_size=self.cfg.batch_size, shuffle=True,
+                              num_workers=self.cfg.num_workers, drop_last=True)
         return DataLoader(
             RandomChunks(self.train_tokens, self.cfg.seq_len),
             batch_size=self.cfg.batch_size,
