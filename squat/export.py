@@ -112,6 +112,15 @@ class ActSite:
     def is_float(self) -> bool:
         return self.mode == "float"
 
+    @property
+    def dynamic(self) -> bool:
+        return self.mode == "dynamic_per_token" or (self.high is not None and self.high.dynamic)
+
+    @property
+    def low(self) -> "ActSite":
+        """The low-precision quantizer of an adaptive site (the site itself without its high twin)."""
+        return ActSite(self.name, self.mode, self.bits, self.qmin, self.qmax, self.scale, self.zero_point)
+
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q, scale)``: float integer-valued ``q`` (signed convention) and the scale broadcastable to ``x``,
         computed exactly as the student's quantizer does (float32 divide, round half to even, clamp)."""
@@ -132,12 +141,9 @@ class ActSite:
             if high is None:
                 return self.high.centered(x)
             ch, sh = self.high.centered(x)
-            cl, sl = self.centered_low(x)
+            cl, sl = self.low.centered(x)
             m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
             return torch.where(m, ch, cl), torch.where(m, sh, sl)
-        return self.centered_low(x)
-
-    def centered_low(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, s = self.quantize(x)
         return q.double() - float(self.zero_point), s.double()
 

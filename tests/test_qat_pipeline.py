@@ -140,3 +140,90 @@ def test_llmqat_data_free_option_trains_on_cached_teacher_samples(teacher, tmp_p
 def test_train_data_teacher_needs_the_qat_stage(tmp_path):
     with pytest.raises(ValueError, match="needs stage=qat"):
         to_typed(compose_cfg(TINY + ["data.train_data=teacher"], tmp_path))
+
+
+@pytest.fixture(scope="module")
+def w4a4_run(teacher, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qat_w4a4")
+    cfg = compose_cfg(TINY + ["stage=qat", f"stage.teacher={teacher}", "quant=w4a4", "method=lsq",
+                              "trainer.max_steps=12", "trainer.val_check_interval=12"], tmp)
+    return tmp, run(cfg)
+
+
+def _val_batch(run_dir: Path) -> torch.Tensor:
+    from squat.config import DataConfig
+    from squat.data import TextDataModule
+    from transformers import AutoTokenizer
+
+    rc = to_typed(compose_cfg(DATA + ["data.eval_batch_size=4"], run_dir / "probe"))
+    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(run_dir / "model")).prepare()
+    return next(iter(dm.val_dataloader()))
+
+
+@pytest.mark.parametrize("which", ["qat_run", "w4a4_run"])
+def test_trained_students_attention_rows_sum_to_one(which, request):
+    """Quantized probabilities of a trained W4A4 and W4 A4:8 student keep their mass in every layer. LSQ's
+    data-initialised step on probabilities clipped near 0.25 (rows summed to 0.16-0.72)."""
+    out, _ = request.getfixturevalue(which)
+    student = load_quantized(out / "model")
+    rec = student.squat_quant.record
+    rec.keep_maps = True
+    with torch.no_grad():
+        student(_val_batch(out))
+    sums = {l: float(m.sum(-1).mean()) for l, m in rec.maps.items()}
+    assert len(sums) == student.config.num_hidden_layers
+    assert all(abs(s - 1) < 0.02 for s in sums.values()), sums
+
+
+def test_trained_student_decodes_with_the_cache_as_it_recomputes(qat_run, capsys):
+    """Default (causal) token rule: 32 greedy tokens, each step's cached logits equal a no-cache forward of the
+    same prefix, and so do the precisions. The realised 8-bit share while decoding is reported beside the share
+    on validation chunks (the text the threshold was calibrated for, which must be near the target)."""
+    out, _ = qat_run
+    student = load_quantized(out / "model")
+    st = student.squat_quant.state
+    val = _val_batch(out)
+    with torch.no_grad():
+        student(val)
+    val_share = st.high_fractions()
+    prompt = val[:2, :16]
+    with torch.no_grad():
+        gen = student.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, min_new_tokens=32,
+                               do_sample=False, output_logits=True, return_dict_in_generate=True)
+        decoded = {l: h.clone() for l, h in st.high.items()}
+        full = student(gen.sequences).logits
+    diffs = [float((lg - full[:, 15 + i]).norm() / full[:, 15 + i].norm()) for i, lg in enumerate(gen.logits)]
+    assert len(diffs) == 32 and max(diffs) < 1e-4, max(diffs)
+    assert all(torch.equal(decoded[l], st.high[l][:, :-1]) for l in decoded)  # same precisions as recomputing
+    shares = {l: float(h.float().mean()) for l, h in decoded.items()}
+    with capsys.disabled():
+        print(f"\n8-bit share (target 0.5) on validation chunks {val_share}, while decoding {shares}")
+    assert all(abs(s - 0.5) < 0.1 for s in val_share.values()), val_share
+
+
+def test_blimp_accuracy_is_the_same_at_batch_size_1_and_64(qat_run, tmp_path):
+    """Pairs are scored in right-padded batches; with the padding mask reaching the token policy, a sentence's
+    log-probability (and so every pair's verdict) does not depend on what else is in its batch."""
+    from squat.eval.blimp import evaluate_blimp, sentence_logprobs
+    from transformers import AutoTokenizer
+
+    out, _ = qat_run
+    student = load_quantized(out / "model")
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    from pydoc_data.topics import topics
+
+    words = " ".join(topics["if"].split()).split(" ")
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(70):
+        n = int(rng.integers(3, 14))
+        good = words[i : i + n]
+        bad = list(good)
+        rng.shuffle(bad)
+        pairs.append({"sentence_good": " ".join(good), "sentence_bad": " ".join(bad)})
+    (tmp_path / "phenomenon.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    sents = [p["sentence_good"] for p in pairs]
+    one = sentence_logprobs(student, tok, sents, batch_size=1)
+    many = sentence_logprobs(student, tok, sents, batch_size=64)
+    torch.testing.assert_close(many, one, rtol=1e-5, atol=0)
+    assert evaluate_blimp(student, tok, tmp_path, batch_size=1) == evaluate_blimp(student, tok, tmp_path, batch_size=64)

@@ -41,16 +41,18 @@ def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 64)
     return {"bpb": nll / math.log(2) / n_bytes, "ppl": math.exp(nll / n_tok), "lines": len(lines)}
 
 
-def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None) -> dict[str, float]:
-    """Accuracy per phenomenon (file stem) and their unweighted average, as in the paper's Table I."""
+def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None,
+                   batch_size: int = 64) -> dict[str, float]:
+    """Accuracy per phenomenon (file stem) and their unweighted average, as in the paper's Table I. Sentences are
+    scored in right-padded batches; the padding mask reaches the model, so the batch size changes nothing."""
     files = sorted(Path(blimp_dir).glob("*.json")) + sorted(Path(blimp_dir).glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no BLiMP *.json / *.jsonl files in {blimp_dir}")
     acc = {}
     for f in files:
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][:max_pairs]
-        good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows])
-        bad = sentence_logprobs(model, tokenizer, [r["sentence_bad"] for r in rows])
+        good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows], batch_size)
+        bad = sentence_logprobs(model, tokenizer, [r["sentence_bad"] for r in rows], batch_size)
         acc[f.stem] = float((good > bad).float().mean() * 100)
     acc["average"] = sum(acc.values()) / len(acc)
     return acc

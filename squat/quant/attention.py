@@ -58,26 +58,30 @@ def _quant(quantizer: nn.Module, x: torch.Tensor, high: torch.Tensor | None) -> 
     return quantizer(x)
 
 
-def _integer_scores(sites, query, key, qmask, kmask):
-    """``q @ k^T`` as one integer matmul and one rescale (per-token scales of q rows and k columns)."""
-    qc, sq = sites["q"].centered(query, qmask)
-    kc, sk = sites["k"].centered(key, kmask)
+def _is_int(q) -> bool:
+    return q is not None and not isinstance(q, nn.Identity) and not getattr(q, "is_float", False)
+
+
+def _integer_scores(q_site, k_site, query, key, qmask, kmask):
+    """``q @ k^T`` as one exact integer matmul (float64) and one rescale (per-token scales of q rows, k columns)."""
+    qc, sq = q_site.centered(query, qmask)
+    kc, sk = k_site.centered(key, kmask)
     acc = qc @ kc.transpose(-1, -2)
     return acc * sq * (sk.transpose(-1, -2) if sk.dim() > 1 else sk)
 
 
-def _integer_pv(sites, probs, value, vmask):
-    """``probs @ v`` in integers: one matmul per value scale group (a per-tensor v has one; token-adaptive v
+def _integer_pv(p_site, v_site, probs, value, vmask):
+    """``probs @ v`` in integers: one exact matmul per value scale group (a per-tensor v has one; token-adaptive v
     has two, split by the mask), each with its own rescale. Per-token dynamic v scales vary along the
-    contracted axis, so that case dequantizes v first (documented float fallback)."""
-    pc, sp = sites["probs"].centered(probs)
-    v = sites["v"]
-    if v.high is not None and vmask is not None and v.mode == v.high.mode == "static":
-        ch, sh = v.high.centered(value)
-        cl, sl = v.centered(value)
+    contracted axis, so that case dequantizes v first (float64)."""
+    pc, sp = p_site.centered(probs)
+    high = getattr(v_site, "high", None)
+    if high is not None and vmask is not None and not v_site.dynamic:
+        ch, sh = high.centered(value)
+        cl, sl = v_site.low.centered(value)
         m = vmask[:, None, :, None].double()
         return (pc @ (ch * m)) * sp * sh + (pc @ (cl * (1 - m))) * sp * sl
-    vc, sv = v.centered(value, vmask)
+    vc, sv = v_site.centered(value, vmask)
     if sv.numel() == 1:
         return (pc @ vc) * sp * sv
     return (pc @ (vc * sv)) * sp
@@ -87,41 +91,56 @@ def squat_attention(module, query, key, value, attention_mask, scaling=None, dro
     """Eager attention with fake-quantized q, k (after rotary), v and probabilities.
 
     query ``(B, H, T, D)``; key, value ``(B, Hkv, S, D)`` with S >= T (KV cache); returns ``(B, T, H, D)``.
+
+    Training runs float matmuls of the fake-quantized tensors (fast, differentiable). Evaluation (and the integer
+    reference, which reads the exported sites) runs ``q @ k^T`` and ``probs @ v`` as exact integer matmuls with
+    one rescale each, and the softmax in float64: the result is then the integer kernels' arithmetic and does not
+    depend on the shapes of the call, so a token scores the same with the KV cache, without it, alone or in a
+    padded batch (a float matmul's rounding depends on the shapes, and one flipped rounding of a quantized value
+    moved logits by 1e-3).
     """
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     aq: AttentionQuantizers | None = getattr(module, "attn_quant", None)
-    state = aq.state if aq is not None else None
-    sites = aq.integer if aq is not None else None
-    if sites and not (sites["q"].is_float or sites["k"].is_float):
-        qmask = state.input_mask(aq.layer) if state else None
-        kmask = state.key_mask(aq.layer) if state else None
-        scores = _integer_scores(sites, query, key, qmask, kmask).to(query.dtype) * scaling
-    else:
-        if aq is not None:
-            query = _quant(aq.q, query, state.input_mask(aq.layer) if state else None)
-            key = _quant(aq.k, key, state.key_mask(aq.layer) if state else None)
-        scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-
     if aq is None:
+        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         probs_d = nn.functional.dropout(probs, p=dropout, training=module.training)
         return torch.matmul(probs_d, value).transpose(1, 2).contiguous(), probs
+
+    state = aq.state
+    exact = aq.integer is not None or not aq.training
+    sites = aq.integer or {k: getattr(aq, k) for k in ("q", "k", "v", "probs")}
+    qmask = state.input_mask(aq.layer) if state else None
+    kmask = state.key_mask(aq.layer) if state else None
+    q_hat = k_hat = None  # fake-quantized q and k, when the float path made them
+    if exact and _is_int(sites["q"]) and _is_int(sites["k"]):
+        scores = _integer_scores(sites["q"], sites["k"], query, key, qmask, kmask).to(query.dtype) * scaling
+    else:
+        q_hat, k_hat = _quant(aq.q, query, qmask), _quant(aq.k, key, kmask)
+        scores = torch.matmul(q_hat, k_hat.transpose(2, 3)) * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float64 if exact else torch.float32).to(query.dtype)
+
     if state is not None:
         state.update(aq.layer, probs, scores, threshold=aq.token_threshold, training=aq.training)
     vmask = state.value_mask(aq.layer) if state else None
-    if sites and not (sites["probs"].is_float or sites["v"].is_float):
-        out = _integer_pv(sites, probs, value, vmask).to(query.dtype)
+    rec = aq.record
+    if rec.keep_qk:  # the entropy loss reads the fake-quantized q and k
+        rec.q[aq.layer] = q_hat if q_hat is not None else _quant(aq.q, query, qmask)
+        rec.k[aq.layer] = k_hat if k_hat is not None else _quant(aq.k, key, kmask)
+    if exact and _is_int(sites["probs"]) and _is_int(sites["v"]):
+        if rec.keep_maps:
+            rec.maps[aq.layer] = aq.probs(probs)
+        out = _integer_pv(sites["probs"], sites["v"], probs, value, vmask).to(query.dtype)
         return out.transpose(1, 2).contiguous(), probs
     value = _quant(aq.v, value, vmask)
     probs = aq.probs(probs)
-    rec = aq.record
-    if rec.keep_qk:
-        rec.q[aq.layer], rec.k[aq.layer] = query, key
     if rec.keep_maps:
         rec.maps[aq.layer] = probs
     probs_d = nn.functional.dropout(probs, p=dropout, training=module.training)

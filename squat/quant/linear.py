@@ -2,7 +2,8 @@
 
 It owns its weight quantizer and points at its input-activation quantizer (shared by the projections that
 read the same tensor, e.g. q/k/v, so they see one quantized input as the integer kernel does). With both
-quantizers off it runs the exact float ops of the module it replaced, so outputs stay bit-identical.
+quantizers off it runs the exact float ops of the module it replaced, so outputs stay bit-identical. Training
+multiplies the fake-quantized tensors in float (differentiable); evaluation multiplies their integers exactly.
 """
 from __future__ import annotations
 
@@ -47,12 +48,30 @@ class QuantLinear(nn.Module):
         return w if isinstance(self.weight_quant, nn.Identity) else self.weight_quant(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not isinstance(self.weight_quant, nn.Identity):
+            return self._exact(x)
         x = self.act_quant(x)
         if self.conv1d:
             w = self.weight if isinstance(self.weight_quant, nn.Identity) else self.quantized_weight_nk().t()
             out = torch.addmm(self.bias, x.view(-1, x.size(-1)), w)
             return out.view(*x.shape[:-1], w.shape[1])
         return F.linear(x, self.quantized_weight_nk(), self.bias)
+
+    @torch.no_grad()
+    def _exact(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval: ``s_x * s_w * (c_x @ q_w^T) + b`` as one exact integer matmul (float64) and one rescale, the integer
+        kernel's arithmetic. Unlike a float matmul of the dequantized tensors, its result does not depend on the
+        call's shapes (cached decoding, padding, batch size), and it equals the integer reference exactly."""
+        wc, sw = self.weight_quant.centered(self.weight_nk())
+        if isinstance(self.act_quant, nn.Identity):
+            xc, sx = x.double(), torch.ones(1, dtype=torch.float64, device=x.device)
+        else:
+            mask = self.act_quant.mask() if hasattr(self.act_quant, "mask") else None
+            xc, sx = self.act_quant.centered(x, mask)
+        y = (xc @ wc.t()) * (sx * sw.reshape(1, -1))
+        if self.bias is not None:
+            y = y + self.bias.double()
+        return y.to(x.dtype)
 
     def to_float(self) -> nn.Module:
         """Back to a plain module (sharing the same Parameters), with the quantizers dropped."""

@@ -190,6 +190,18 @@ class Quantizer(nn.Module):
         q, z, s = self._quantize(x)
         return ((q - z) * s).to(x.dtype)
 
+    dynamic = False  # True when the scale is computed from each input (per-token min-max), not learned
+
+    @torch.no_grad()
+    def centered(self, x: torch.Tensor, high=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q - z, s)`` of ``forward(x)`` as float64: exact integers and a scale broadcastable to ``x``.
+
+        What the integer kernels multiply; the eval forward computes its matmuls from these, exactly.
+        """
+        self._maybe_init(x)
+        q, z, s = self._quantize(x)
+        return (q - z).double(), s.detach().double()
+
     def int_repr(self, x: torch.Tensor):
         """Integer form of ``forward(x)`` in eval mode: ``(q, scale, zero_point)``.
 
@@ -453,6 +465,7 @@ class MinMaxQuantizer(Quantizer):
     """
 
     symmetric = True
+    dynamic = True
 
     def __init__(self, bits: int, role: str, granularity: str | None = None, signed="auto"):
         allowed = ("per_channel", "per_tensor") if role == "weight" else ("per_token", "per_tensor")

@@ -353,9 +353,25 @@ class TokenAdaptiveQuantizer(nn.Module):
         self.layer, self.which = layer, which
         object.__setattr__(self, "state", state)  # shared plain object, not a submodule
 
+    def mask(self) -> Tensor | None:
+        """The current forward's ``[B, T]`` precisions for this site (None: all high precision)."""
+        return self.state.input_mask(self.layer) if self.which == "input" else self.state.output_mask(self.layer)
+
     def forward(self, x: Tensor) -> Tensor:
-        mask = self.state.input_mask(self.layer) if self.which == "input" else self.state.output_mask(self.layer)
-        return self.quantize(x, mask)
+        return self.quantize(x, self.mask())
+
+    @property
+    def dynamic(self) -> bool:
+        return self.low.dynamic or self.high.dynamic
+
+    def centered(self, x: Tensor, high: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(q - z, s)`` as float64 for the whole input, each token with its own precision's quantizer."""
+        ch, sh = self.high.centered(x)
+        if high is None:
+            return ch, sh
+        cl, sl = self.low.centered(x)
+        m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
+        return torch.where(m, ch, cl), torch.where(m, sh, sl)
 
     def quantize(self, x: Tensor, high: Tensor | None) -> Tensor:
         """``high``: ``[B, T]`` bool over x's token axis (dim -2), or None for all high precision."""

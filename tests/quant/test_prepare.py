@@ -121,8 +121,8 @@ def test_token_policy_propagates_into_the_next_layer(ids):
     with torch.no_grad():
         model.eval()(ids)
     st = h.state
-    for l in range(3):
-        assert st.output_mask(l).sum(-1).tolist() == [12, 12]  # exactly half of 24 tokens per sample
+    for l in range(3):  # the calibration batch itself: the threshold admits half of its 48 tokens (calibrated in
+        assert abs(int(st.output_mask(l).sum()) - 24) <= 1  # training's float matmuls; eval's exact ones may move one)
     assert torch.equal(st.input_mask(1), st.output_mask(0)) and torch.equal(st.key_mask(2), st.value_mask(1))
     assert st.input_mask(0) is None
     # the next layer's input really is quantized per token by that mask
@@ -131,7 +131,7 @@ def test_token_policy_propagates_into_the_next_layer(ids):
     hi, lo = q1.high(x), q1.low(x)
     m = st.output_mask(0)
     assert torch.equal(y[m], hi[m]) and torch.equal(y[~m], lo[~m])
-    assert float(st.low_fraction()) == pytest.approx(0.5)
+    assert float(st.low_fraction()) == pytest.approx(0.5, abs=1 / 48)
 
 
 def test_topk_rule_prefill_takes_the_exact_ratio_and_decodes_incrementally(ids):
