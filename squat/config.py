@@ -295,6 +295,9 @@ class EvalConfig:
     blimp_dir: Optional[str] = None  # e.g. ../shared/data/blimp_filtered_sample
     blimp_max_pairs: Optional[int] = None  # per phenomenon
     line_eval_max_lines: Optional[int] = 5000  # line-by-line bpb on every k-th eval line; null skips it
+    harness_tasks: List[str] = field(default_factory=list)  # lm-evaluation-harness tasks (pip install -e ".[lmeval]")
+    harness_blimp: bool = False  # also run blimp_dir's BLiMP through the harness (a local task definition)
+    harness_limit: Optional[int] = None  # documents per harness task (quick runs)
     output_dir: str = "${hydra:runtime.output_dir}"
 
     def __post_init__(self) -> None:
@@ -302,6 +305,13 @@ class EvalConfig:
             raise FileNotFoundError(f"model_path={self.model_path!r} is not a folder: pass a run's model/ folder")
         if self.blimp_dir is not None and not Path(self.blimp_dir).is_dir():
             raise FileNotFoundError(f"blimp_dir={self.blimp_dir!r} is not a folder of BLiMP *.json files")
+        if self.harness_blimp and self.blimp_dir is None:
+            raise ValueError("harness_blimp=true runs blimp_dir's files through lm-evaluation-harness: set blimp_dir")
+        if self.harness_tasks or self.harness_blimp:
+            try:
+                import lm_eval  # noqa: F401
+            except ImportError:
+                raise ImportError('harness_tasks / harness_blimp need lm-evaluation-harness: pip install -e ".[lmeval]"')
 
 
 def register_configs() -> None:

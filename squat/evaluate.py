@@ -1,6 +1,6 @@
 """``squat-eval``: perplexity and bits per byte of a saved model (float or quantized student) on a data
 config's eval split (fixed-length chunks, per domain where the data has domains, and line by line: each line
-scored alone), and BLiMP accuracy when ``blimp_dir`` is given."""
+scored alone), BLiMP accuracy when ``blimp_dir`` is given, and any lm-evaluation-harness task (``harness_tasks``)."""
 from __future__ import annotations
 
 import json
@@ -46,6 +46,15 @@ def run_eval(ec: EvalConfig) -> dict:
     if ec.blimp_dir:
         res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, tok, ec.blimp_dir, ec.blimp_max_pairs).items()})
     out = Path(ec.output_dir)
+    if ec.harness_blimp:
+        from squat.eval.harness import harness_blimp
+
+        res.update({f"harness_blimp/{k}": v for k, v in harness_blimp(model, tok, ec.blimp_dir, out / "harness_tasks").items()})
+    if ec.harness_tasks:
+        from squat.eval.harness import run_harness
+
+        for task, metrics in run_harness(model, tok, ec.harness_tasks, limit=ec.harness_limit).items():
+            res.update({f"harness/{task}/{k}": v for k, v in metrics.items()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(res, indent=2))
     return res

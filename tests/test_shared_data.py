@@ -41,3 +41,23 @@ def test_blimp_scores_every_phenomenon(babylm, shared_data):
     assert len(acc) == 13 and all(0 <= v <= 100 for v in acc.values())
     lp = sentence_logprobs(model, babylm.tokenizer, ["The cat sleeps.", "The cat sleeps."])
     assert lp[0] == lp[1] and lp[0] < 0
+
+
+def test_harness_blimp_equals_squat_eval_on_the_shared_sample(babylm, shared_data, tmp_path):
+    """BLiMP through lm-evaluation-harness (a local task definition, no hub) gives squat-eval's accuracy, per
+    phenomenon, on the whole shared sample, for a fake-quantized W4 A4:8 student."""
+    pytest.importorskip("lm_eval", reason='optional extra: pip install -e ".[lmeval]"')
+    from squat.eval.harness import harness_blimp
+    from squat.quant.config import QuantConfig, TokenPolicyConfig
+    from squat.quant.prepare import calibrate, quantize_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
+                        babylm.vocab_size, babylm.tokenizer.eos_token_id, attn_implementation="eager")
+    quantize_model(model, QuantConfig(name="w4a4_8", weight_bits=4, act_bits=4, probs_bits=8,
+                                      token_policy=TokenPolicyConfig(enabled=True)))
+    calibrate(model, torch.from_numpy(babylm.train_tokens[: 8 * 64].astype("int64")).view(8, 64))
+    model.eval()
+    ours = evaluate_blimp(model, babylm.tokenizer, shared_data / "blimp_filtered_sample")
+    theirs = harness_blimp(model, babylm.tokenizer, shared_data / "blimp_filtered_sample", tmp_path / "tasks")
+    assert len(ours) == 13 and theirs == pytest.approx(ours, abs=1e-9)

@@ -53,6 +53,6 @@ def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | Non
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][:max_pairs]
         good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows], batch_size)
         bad = sentence_logprobs(model, tokenizer, [r["sentence_bad"] for r in rows], batch_size)
-        acc[f.stem] = float((good > bad).float().mean() * 100)
+        acc[f.stem] = float((good > bad).double().mean() * 100)  # a tie is not a preference for the good sentence
     acc["average"] = sum(acc.values()) / len(acc)
     return acc
