@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from squat.quant.linear import QuantLinear
 from squat.quant.prepare import linear_site
-from squat.quant.quantizers import EPS, MinMaxQuantizer, Quantizer
+from squat.quant.quantizers import EPS, MinMaxQuantizer, Quantizer, exact_matmul
 from squat.quant.token_policy import TokenAdaptiveQuantizer
 from squat.utils import plain
 
@@ -115,6 +115,11 @@ class ActSite:
     @property
     def dynamic(self) -> bool:
         return self.mode == "dynamic_per_token" or (self.high is not None and self.high.dynamic)
+
+    @property
+    def span(self) -> int:
+        """A bound on ``|q - zero_point|``."""
+        return max(self.qmax - self.qmin, self.high.span if self.high is not None else 0)
 
     @property
     def low(self) -> "ActSite":
@@ -377,7 +382,8 @@ class IntegerLinear(nn.Module):
                 st = self.state
                 high = st.input_mask(self.layer) if self.act.adaptive == "input" else st.output_mask(self.layer)
             xc, sx = self.act.centered(x, high)
-        y = (xc @ self.q_w.t()) * (sx * self.s_w)
+        bound = self.q_w.shape[1] * self.q_w.abs().max().item() * (self.act.span if not self.act.is_float else 2**30)
+        y = exact_matmul(xc, self.q_w.t(), bound) * (sx * self.s_w)
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)

@@ -13,6 +13,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import repeat_kv
 
+from squat.quant.quantizers import exact_matmul
 from squat.quant.token_policy import TokenAdaptiveQuantizer, TokenPrecisionState
 
 ATTN_IMPLEMENTATION = "squat"
@@ -66,7 +67,7 @@ def _integer_scores(q_site, k_site, query, key, qmask, kmask):
     """``q @ k^T`` as one exact integer matmul (float64) and one rescale (per-token scales of q rows, k columns)."""
     qc, sq = q_site.centered(query, qmask)
     kc, sk = k_site.centered(key, kmask)
-    acc = qc @ kc.transpose(-1, -2)
+    acc = exact_matmul(qc, kc.transpose(-1, -2), query.shape[-1] * q_site.span * k_site.span)
     return acc * sq * (sk.transpose(-1, -2) if sk.dim() > 1 else sk)
 
 
@@ -75,15 +76,16 @@ def _integer_pv(p_site, v_site, probs, value, vmask):
     has two, split by the mask), each with its own rescale. Per-token dynamic v scales vary along the
     contracted axis, so that case dequantizes v first (float64)."""
     pc, sp = p_site.centered(probs)
+    bound = value.shape[-2] * p_site.span * v_site.span
     high = getattr(v_site, "high", None)
     if high is not None and vmask is not None and not v_site.dynamic:
         ch, sh = high.centered(value)
         cl, sl = v_site.low.centered(value)
         m = vmask[:, None, :, None].double()
-        return (pc @ (ch * m)) * sp * sh + (pc @ (cl * (1 - m))) * sp * sl
+        return exact_matmul(pc, ch * m, bound) * sp * sh + exact_matmul(pc, cl * (1 - m), bound) * sp * sl
     vc, sv = v_site.centered(value, vmask)
     if sv.numel() == 1:
-        return (pc @ vc) * sp * sv
+        return exact_matmul(pc, vc, bound) * sp * sv
     return (pc @ (vc * sv)) * sp
 
 

@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
+from squat.quant.quantizers import exact_matmul
+
 
 class QuantLinear(nn.Module):
     def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, conv1d: bool, weight_quant: nn.Module, act_quant: nn.Module):
@@ -64,11 +66,12 @@ class QuantLinear(nn.Module):
         call's shapes (cached decoding, padding, batch size), and it equals the integer reference exactly."""
         wc, sw = self.weight_quant.centered(self.weight_nk())
         if isinstance(self.act_quant, nn.Identity):
-            xc, sx = x.double(), torch.ones(1, dtype=torch.float64, device=x.device)
+            xc, sx, span = x.double(), torch.ones(1, dtype=torch.float64, device=x.device), 2**30
         else:
             mask = self.act_quant.mask() if hasattr(self.act_quant, "mask") else None
             xc, sx = self.act_quant.centered(x, mask)
-        y = (xc @ wc.t()) * (sx * sw.reshape(1, -1))
+            span = self.act_quant.span
+        y = exact_matmul(xc, wc.t(), self.in_features * span * 2 ** (self.weight_quant.bits - 1)) * (sx * sw.reshape(1, -1))
         if self.bias is not None:
             y = y + self.bias.double()
         return y.to(x.dtype)

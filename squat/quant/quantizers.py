@@ -78,6 +78,16 @@ def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return _GradScale.apply(x, g)
 
 
+def exact_matmul(a: torch.Tensor, b: torch.Tensor, bound: float) -> torch.Tensor:
+    """``a @ b`` of integer-valued tensors, exactly, as float64: in float32 when ``bound`` (a bound on the sum of
+    ``|a_ik * b_kj|`` over k) is below 2^24, where every partial sum is an exact float32 integer and the matmul is
+    faster, else in float64. A float ``a`` (an unquantized input) goes through float64: not exact, but its rounding
+    no longer depends on the call's shapes once cast back to float32."""
+    if bound < 2**24:
+        return (a.float() @ b.float()).double()
+    return a.double() @ b.double()
+
+
 def _check_bits(bits) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in ALLOWED_BITS:
         allowed = ", ".join(map(str, ALLOWED_BITS))
@@ -191,6 +201,11 @@ class Quantizer(nn.Module):
         return ((q - z) * s).to(x.dtype)
 
     dynamic = False  # True when the scale is computed from each input (per-token min-max), not learned
+
+    @property
+    def span(self) -> int:
+        """A bound on ``|q - z|``: ``qmax - qmin`` (the zero point lies in the range)."""
+        return 2**self.bits - 1
 
     @torch.no_grad()
     def centered(self, x: torch.Tensor, high=None) -> tuple[torch.Tensor, torch.Tensor]:

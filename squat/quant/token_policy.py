@@ -364,6 +364,10 @@ class TokenAdaptiveQuantizer(nn.Module):
     def dynamic(self) -> bool:
         return self.low.dynamic or self.high.dynamic
 
+    @property
+    def span(self) -> int:
+        return max(self.low.span, self.high.span)
+
     def centered(self, x: Tensor, high: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(q - z, s)`` as float64 for the whole input, each token with its own precision's quantizer."""
         ch, sh = self.high.centered(x)
