@@ -81,29 +81,32 @@ def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
 class _FakeQuant(torch.autograd.Function):
     """``x_hat = (clamp(round(x / s) + z, lo, hi) - z) * s`` in one node, with the gradients autograd would give the
     same expression with a straight-through round (LSQ/LSQ+): ``x`` inside the clip range; ``s``: ``round(x/s) - x/s``
-    inside, ``q - z`` outside; ``z``: 0 inside, ``-s`` outside. One node instead of six keeps a training step from
-    being dominated by elementwise temporaries (the token-adaptive sites quantize every activation twice otherwise)."""
+    inside, ``q - z`` outside; ``z``: 0 inside, ``-s`` outside. The forward works in place on two fresh buffers and
+    keeps only ``d x_hat / d s`` and the inside mask for the backward: on CPU the allocations and passes of six
+    separate autograd ops (and twice that backward) cost more than the matmuls they feed."""
 
     @staticmethod
     def forward(ctx, x, s, z, lo, hi):
-        q = torch.clamp(torch.round(x / s) + z, lo, hi)
-        ctx.save_for_backward(x, s, *(t for t in (z, lo, hi) if torch.is_tensor(t)))
-        ctx.scalars = tuple(None if torch.is_tensor(t) else t for t in (z, lo, hi))
-        return (q - z) * s
+        t = x / s
+        q = torch.round(t)
+        has_z = torch.is_tensor(z) or z != 0
+        if has_z:
+            q.add_(z)
+        inside = (q >= lo).logical_and_(q <= hi)
+        q.clamp_(lo, hi)
+        if has_z:
+            q.sub_(z)
+        ds = t.mul_(inside).neg_().add_(q)  # q - z - t inside, q - z outside
+        ctx.save_for_backward(ds, inside, s)
+        ctx.z_shape = z.shape if torch.is_tensor(z) else None
+        return q.mul_(s)
 
     @staticmethod
     def backward(ctx, g):
-        x, s, *rest = ctx.saved_tensors
-        z, lo, hi = (rest.pop(0) if c is None else c for c in ctx.scalars)
-        t = x / s
-        r = torch.round(t) + z
-        inside = (r >= lo) & (r <= hi)
-        gx = g * inside if ctx.needs_input_grad[0] else None
-        gs = gz = None
-        if ctx.needs_input_grad[1]:
-            gs = (g * torch.where(inside, r - z - t, torch.clamp(r, lo, hi) - z)).sum_to_size(s.shape)
-        if torch.is_tensor(z) and ctx.needs_input_grad[2]:
-            gz = (torch.where(inside, 0.0, -g) * s).sum_to_size(z.shape)
+        ds, inside, s = ctx.saved_tensors
+        gx = g * inside
+        gs = (g * ds).sum_to_size(s.shape) if ctx.needs_input_grad[1] else None
+        gz = ((gx - g) * s).sum_to_size(ctx.z_shape) if ctx.z_shape is not None and ctx.needs_input_grad[2] else None
         return gx, gs, gz, None, None
 
 
@@ -571,7 +574,7 @@ class _GridSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, s, lo, hi):
-        return torch.clamp(torch.round(x / s), lo, hi) * s
+        return (x / s).round_().clamp_(lo, hi).mul_(s)
 
     @staticmethod
     def backward(ctx, g):
