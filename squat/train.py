@@ -166,14 +166,14 @@ def run(cfg: DictConfig) -> dict:
     check_launch(rc, folder.multirun)
     if rc.ckpt_path not in (None, "last"):
         check_checkpoint(rc.ckpt_path)
-    if is_rank_zero():
-        done = folder.claim()
-    else:  # other DDP ranks follow rank 0, which has claimed the folder before starting them
-        done = finished_summary(out) if folder.resuming else None
-    if done is not None:
-        log.info("%s already finished (summary.json): skipped; overwrite=true trains it again", out)
-        return done
     try:
+        if is_rank_zero():
+            done = folder.claim()
+        else:  # other DDP ranks follow rank 0, which has claimed the folder before starting them
+            done = finished_summary(out) if folder.resuming else None
+        if done is not None:
+            log.info("%s already finished (summary.json): skipped; overwrite=true trains it again", out)
+            return done
         return _run(rc, cfg, out, folder)
     finally:
         folder.release()
