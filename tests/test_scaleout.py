@@ -100,11 +100,14 @@ def _losses(run_dir: Path) -> pd.Series:
 
 def test_two_ddp_processes_follow_one_process_with_the_same_global_batch(teacher, tmp_path):
     """2 CPU processes (gloo) with batch 4 each = 1 process with batch 8: same loss curve within float tolerance,
-    same final weights; the teacher runs in both; metrics and the kernel benchmark are written once."""
+    same final weights; the teacher runs in both; metrics and the kernel benchmark are written once. LSQ with
+    distillation, the loss every method shares: Squat's entropy term is computed over the whole batch, so with DDP
+    each rank's share gives a slightly different value (3e-4 relative at step 0 here; docs/reliability.md)."""
     base = [o for o in TINY if "kernel_benchmark" not in o] + [
-        "stage=qat", f"stage.teacher={teacher}", "quant=w4a4", "method=squat", "trainer.max_steps=8",
+        "stage=qat", f"stage.teacher={teacher}", "quant=w4a4", "method=lsq", "trainer.max_steps=8",
         "trainer.val_check_interval=4", f"data.cache_dir={tmp_path / 'cache'}", "callbacks.kernel_benchmark.reps=1",
-        "callbacks.kernel_benchmark.insn=false", "torch_threads=1"]
+        "callbacks.kernel_benchmark.insn=false", "torch_threads=1",
+        "trainer.limit_val_batches=null"]  # a batch limit applies per rank: each would see another part of the split
     squat_train(*base, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}")
     proc = squat_train(*base, "data.batch_size=4", "trainer.devices=2", "trainer.strategy=ddp",
                        f"hydra.run.dir={tmp_path / 'two'}")
@@ -112,7 +115,7 @@ def test_two_ddp_processes_follow_one_process_with_the_same_global_batch(teacher
     assert two["processes"] == 2 and "processes" not in one
     l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(l1) == len(l2) == 8 and list(l2.index) == list(l1.index)  # one row per step: logged once
-    assert ((l1 - l2).abs() < 1e-4 * l1.abs()).all(), pd.DataFrame({"one": l1, "two": l2})
+    assert ((l1 - l2).abs() < 1e-5 * l1.abs()).all(), pd.DataFrame({"one": l1, "two": l2})
     assert abs(one["val_ppl_end"] - two["val_ppl_end"]) < 1e-3 * one["val_ppl_end"]
     assert one["teacher_val_ppl"] == pytest.approx(two["teacher_val_ppl"], rel=1e-6)
     w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
