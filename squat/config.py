@@ -358,6 +358,7 @@ class RunConfig:
     tags: List[str] = field(default_factory=list)  # attached to the wandb run
 
     def __post_init__(self) -> None:
+        self.quant.check_name()
         need(0 <= self.seed < 2**32, "seed", self.seed, "must lie in [0, 2^32)")
         need_positive_int("torch_threads", self.torch_threads)
         if self.ckpt_path not in (None, "last") and not Path(self.ckpt_path).is_file():

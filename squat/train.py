@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from squat.utils import (RunFolder, check_free_space, finished_summary, instanti
 
 log = logging.getLogger("squat")
 register_configs()
+# StepBatches resumes mid-epoch from the restored step; Lightning cannot see that and warns otherwise.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("squat")
@@ -215,6 +216,30 @@ class RunFolder:
 
     def save_config(self, cfg: DictConfig) -> None:
         OmegaConf.save(cfg, self.out / RECORD_DIR / "config.yaml")
+
+
+class ValidateSweep(Callback):
+    """Hydra callback: before a basic-sweeper multirun starts its first job, compose and range-check every job's
+    config, so a bad value in job 9 fails before job 0 trains (Hydra itself only checks that jobs compose). Exits
+    the process: Hydra turns a callback's exception into a warning and carries on."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra import compose
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return  # e.g. Optuna draws its values as it goes; the ranges its params allow are its own
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        for i, job in enumerate(jobs):
+            cfg = compose(config.hydra.job.config_name, overrides=list(job) + ["output_dir=/validating"])
+            try:
+                OmegaConf.to_object(cfg)
+            except (ValueError, FileNotFoundError) as e:
+                sys.exit(f"{type(e).__name__}: sweep job {i} of {len(jobs)} ({' '.join(job)}): {e}; no job was started")
+        log.info("all %d jobs of the sweep validate", len(jobs))
 
 
 def resume_hint(out: Path) -> str:

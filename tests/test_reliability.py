@@ -48,7 +48,7 @@ def fails(overrides: list[str], tmp_path: Path, *needles: str, config_name: str 
     (["seed=-1"], ["seed=-1 must lie in [0, 2^32)"]),
     (["data.num_workers=-1"], ["data.num_workers=-1"]),
     (["data.max_train_chars=0"], ["data.max_train_chars=0 must be a positive integer"]),
-    (["data.teacher_samples.temperature=0"], ["data.teacher_samples.temperature=0.0"]),
+    (["data.teacher_samples.seed=-1"], ["data.teacher_samples.seed=-1 must be >= 0"]),
     (["model.num_layers=0"], ["model.num_layers=0"]),
 ])
 def test_out_of_range_numbers_are_refused_at_compose_time(overrides, needles, tmp_path):
@@ -68,12 +68,7 @@ def test_overridden_bits_rename_the_run(tmp_path):
     cfg = compose_cfg(["stage=qat", f"stage.teacher={teacher}", "quant=w4a4_8", "quant.token_policy.ratio=0.25"],
                       tmp_path)
     assert to_typed(cfg).quant.name == "w4a4_8_r25"
-
-
-def test_every_quant_preset_is_named_by_its_bits(tmp_path):
-    teacher = tmp_path / "t"
-    teacher.mkdir()
-    for f in sorted((Path(CONF_DIR) / "quant").glob("*.yaml")):
+    for f in sorted((Path(CONF_DIR) / "quant").glob("*.yaml")):  # the presets' names are their bits' names
         cfg = compose_cfg(["stage=qat", f"stage.teacher={teacher}", f"quant={f.stem}"], tmp_path)
         assert to_typed(cfg).quant.name == f.stem
 
@@ -422,3 +417,11 @@ def test_reliability_doc_names_real_tests():
 
     for name in set(re.findall(r"`(?:tests/\w+\.py::)?(test_\w+)`", doc)):
         assert f"def {name}(" in defined, f"docs/reliability.md names {name}, which no test defines"
+
+
+def test_a_bad_value_in_a_later_sweep_job_fails_before_the_first_job(tmp_path):
+    cmd = [sys.executable, "-m", "squat.train", "-m", "method.r_entropy=0.5,-1", *TINY,
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "sweep job 1 of 2 (method.r_entropy=-1" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists()  # job 0 never started

@@ -126,8 +126,8 @@ class SitesConfig:
 
 @dataclass
 class QuantConfig:
-    """Bit widths per site class; ``null`` turns a class off (that site stays float). ``name`` is derived from
-    the bits (:func:`quant_name`), never set by hand, so ``quant=w4a4 quant.weight_bits=3`` runs as ``w3a4``."""
+    """Bit widths per site class; ``null`` turns a class off (that site stays float). In a composed run ``name`` is
+    derived from the bits (:func:`quant_name`), so ``quant=w4a4 quant.weight_bits=3`` runs as ``w3a4``."""
 
     name: str = NAME_INTERPOLATION
     weight_bits: Optional[int] = None
@@ -143,10 +143,13 @@ class QuantConfig:
             _check_bits(name, getattr(self, name))
         if self.token_policy.enabled and self.act_bits is None:
             raise ValueError("quant.token_policy.enabled needs quant.act_bits (the low precision), e.g. 4")
+        if self.name.startswith("${"):  # built in Python without a name: named by its bits
+            self.name = _name_of(self)
+
+    def check_name(self) -> None:
+        """Composed runs are named by their bits (a hand-set quant.name would mislabel them); in Python any label."""
         derived = _name_of(self)
-        if self.name.startswith("${"):  # built in Python, not composed
-            self.name = derived
-        elif self.name != derived:
+        if self.name != derived:
             raise ValueError(f"quant.name={self.name!r} does not match the bits set, which make {derived!r}: the name "
                              "follows quant.weight_bits / act_bits / probs_bits / token_policy; drop quant.name")
 
