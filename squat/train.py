@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, RunConfig, Stage, TrainData, register_configs
-from squat.callbacks import FiniteLossGuard, FlushLogsAtCheckpoint, KernelBenchmark, StepSeed
+from squat.callbacks import FinalEvaluation, FiniteLossGuard, FlushLogsAtCheckpoint, KernelBenchmark, StepSeed
 from squat.callbacks.kernel_benchmark import kernel_headline
 from squat.data import TextDataModule
 from squat.data.teacher_samples import teacher_samples
@@ -245,6 +245,8 @@ def _run(rc: RunConfig, cfg: DictConfig, out: Path, folder: RunFolder) -> dict:
     if trainer.world_size > 1:
         summary["processes"] = trainer.world_size
     for cb in trainer.callbacks:
+        if isinstance(cb, FinalEvaluation):
+            summary.update(cb.result)
         if isinstance(cb, KernelBenchmark) and (cb.result or cb.skipped):
             summary["kernel"] = kernel_headline(cb.result) if cb.result else f"skipped: {cb.skipped}"
     summary["status"] = "finished"  # a rerun of the same sweep skips this job

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from squat.data.sources import load_texts
+
 
 @torch.no_grad()
 def sentence_logprobs(model, tokenizer, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -69,6 +71,16 @@ def read_blimp(blimp_dir: str | Path, max_pairs: int | None = None) -> dict[str,
             rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_pairs).round().astype(int)]
         out[f.stem] = rows
     return out
+
+
+def eval_lines(data_cfg, n: int | None) -> list[str]:
+    """Every k-th line of the eval split, ``n`` of them (all with ``n=None``): each is scored alone, after EOS. Blank
+    lines are kept here and skipped by the scorer, as ``squat-eval`` does."""
+    _, val_docs = load_texts(data_cfg)
+    segs = [seg for doc in val_docs for seg in doc]
+    if n is None:
+        return segs
+    return segs[:: max(1, len(segs) // n)][:n]
 
 
 def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None,
