@@ -148,6 +148,14 @@ def test_malformed_or_empty_blimp_files_are_named_by_file_and_line(tmp_path):
         read_blimp(tmp_path)
 
 
+def test_a_malformed_blimp_file_for_the_in_run_evaluation_fails_before_training(tmp_path):
+    from squat.callbacks import FinalEvaluation
+
+    (tmp_path / "a.jsonl").write_text(_pairs(2, "a") + "oops\n")
+    with pytest.raises(ValueError, match=r"a\.jsonl:3: not a JSON line"):
+        FinalEvaluation(str(tmp_path / "out"), blimp_dir=str(tmp_path))
+
+
 def test_blimp_subsample_spreads_over_the_file(tmp_path):
     """Files are ordered by paradigm: max_pairs=N takes N pairs evenly spaced, not the first N (one paradigm)."""
     from squat.eval.blimp import read_blimp
