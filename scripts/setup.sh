@@ -9,7 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch is pinned first and exactly: a looser request pulls a multi-GB CUDA build on CPU-only machines.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,lmeval]"
+# sweep: the Optuna sweeper and the submitit (SLURM) launcher, exercised by the slow tests
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,lmeval,sweep]"
 
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)

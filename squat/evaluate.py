@@ -15,7 +15,7 @@ from squat.config import CONF_DIR, EvalConfig, register_configs
 from squat.data import TextDataModule
 from squat.data.datamodule import ContiguousChunks, cached_tokens
 from squat.data.sources import eval_domains
-from squat.eval.blimp import eval_lines, evaluate_blimp, line_bits_per_byte
+from squat.eval.blimp import eval_lines, evaluate_blimp, line_bits_per_byte, read_blimp
 from squat.eval.perplexity import NLLMeter, score
 from squat.quant.prepare import load_quantized
 from squat.utils import task_wrapper, to_typed
@@ -23,7 +23,18 @@ from squat.utils import task_wrapper, to_typed
 register_configs()
 
 
+def _write(out: Path, res: dict) -> None:
+    """eval.json after each part, so a failure in a later one (BLiMP, the harness) keeps what was computed."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "eval.json.tmp"
+    tmp.write_text(json.dumps(res, indent=2))
+    tmp.replace(out / "eval.json")
+
+
 def run_eval(ec: EvalConfig) -> dict:
+    out = Path(ec.output_dir)
+    if ec.blimp_dir:
+        read_blimp(ec.blimp_dir, ec.blimp_max_pairs)  # a malformed file fails now, not after the perplexities
     tok = AutoTokenizer.from_pretrained(ec.model_path)
     model = load_quantized(ec.model_path)
     dm = TextDataModule(ec.data, tokenizer=tok).prepare()
@@ -40,9 +51,10 @@ def run_eval(ec: EvalConfig) -> dict:
         res.update({f"val_{name}/{k}": v for k, v in m.compute().items()})
     if ec.line_eval_max_lines:
         res.update({f"val_lines/{k}": v for k, v in line_bits_per_byte(model, tok, eval_lines(ec.data, ec.line_eval_max_lines)).items()})
+    _write(out, res)
     if ec.blimp_dir:
         res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, tok, ec.blimp_dir, ec.blimp_max_pairs).items()})
-    out = Path(ec.output_dir)
+        _write(out, res)
     if ec.harness_blimp:
         from squat.eval.harness import harness_blimp
 
@@ -52,8 +64,7 @@ def run_eval(ec: EvalConfig) -> dict:
 
         for task, metrics in run_harness(model, tok, ec.harness_tasks, limit=ec.harness_limit).items():
             res.update({f"harness/{task}/{k}": v for k, v in metrics.items()})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    _write(out, res)
     return res
 
 

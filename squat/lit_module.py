@@ -82,13 +82,13 @@ class SquatLitModule(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         if not self.teachers:
             loss = sum_nll(self(batch), batch) / batch[:, 1:].numel()
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # DDP: the mean over ranks = the global batch's
             return loss
         terms = self.qat_losses(batch)
         for k, v in terms.items():
-            self.log(f"train/{k}", v, prog_bar=k == "loss")
+            self.log(f"train/{k}", v, prog_bar=k == "loss", sync_dist=True)
         if self.quant is not None and self.quant.state is not None:
-            self.log("train/low_bit_token_fraction", self.quant.state.low_fraction())
+            self.log("train/low_bit_token_fraction", self.quant.state.low_fraction(), sync_dist=True)
         return terms["loss"]
 
     def qat_losses(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,7 +126,7 @@ class SquatLitModule(L.LightningModule):
         self._meter.update(self(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
-        res = self._meter.compute()
+        res = self._meter.sync().compute()  # DDP: every rank scored its share of the split
         for k, v in res.items():
             self.log(f"val/{k}", v, prog_bar=k in ("loss", "ppl"))
         if self.quant is not None and self.quant.state is not None:

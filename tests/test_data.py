@@ -8,7 +8,7 @@ import torch
 from squat.config import DataConfig, TokenizerConfig
 from squat.data import TextDataModule
 from squat.data import datamodule as dm_mod
-from squat.data.datamodule import ContiguousChunks, RandomChunks, cached_tokens
+from squat.data.datamodule import ChunkAt, ContiguousChunks, StepBatches, cached_tokens
 from squat.data.sources import builtin_text, eval_domains, load_texts
 from squat.data.tokenizer import get_tokenizer, token_byte_lengths
 
@@ -90,17 +90,45 @@ def test_contiguous_chunks_are_deterministic_and_cover_the_split():
     assert torch.equal(ds[3], ds[3])
 
 
-def test_random_chunks_have_random_in_range_offsets():
+def test_training_chunks_have_random_in_range_offsets():
     tokens = np.arange(1000, dtype=np.uint16)
-    ds = RandomChunks(tokens, 64)
-    torch.manual_seed(0)
-    starts = {int(ds[0][0]) for _ in range(200)}
-    assert len(starts) > 50 and min(starts) >= 0 and max(starts) <= 1000 - 64
-    for _ in range(50):
-        c = ds[0]
-        assert len(c) == 64 and torch.equal(c, torch.arange(int(c[0]), int(c[0]) + 64))
+    ds = ChunkAt(tokens, 64)
+    batches = StepBatches(len(ds), 8, seed=0, position=lambda: (0, 0, 1), epoch_batches=25)
+    starts = [i for b in batches for i in b]
+    assert len(set(starts)) > 50 and min(starts) >= 0 and max(starts) <= 1000 - 64
+    for i in starts[:50]:
+        assert torch.equal(ds[i], torch.arange(i, i + 64))
     with pytest.raises(ValueError, match="seq_len"):
-        RandomChunks(tokens[:10], 64)
+        ChunkAt(tokens[:10], 64)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_step_batches_resume_mid_epoch_and_split_over_ranks(replacement):
+    """The batch of step b depends on (seed, b) only: an iterator started at step 7 (a resumed run) continues with
+    what an uninterrupted one draws there, and 2 ranks with batch 4 together draw one rank's batch of 8."""
+    def sampler(pos, bs=8):
+        return StepBatches(400, bs, seed=3, position=lambda: pos, replacement=replacement, epoch_batches=10)
+
+    full = list(sampler((0, 0, 1)))
+    assert len(full) == 10 and len({tuple(b) for b in full}) == 10
+    assert list(sampler((7, 0, 1))) == full[7:]
+    assert list(sampler((10, 0, 1))) != full  # the next epoch draws anew
+    halves = zip(sampler((0, 0, 2), bs=4), sampler((0, 1, 2), bs=4))
+    assert [a + b for a, b in halves] == full
+    if not replacement:  # an epoch of a permutation holds no item twice
+        seen = [i for b in full for i in b]
+        assert len(seen) == len(set(seen)) == 80
+
+
+def test_binary_file_in_a_babylm_folder_is_named(tmp_path):
+    (tmp_path / "tr").mkdir()
+    (tmp_path / "dv").mkdir()
+    (tmp_path / "tr" / "a.train").write_text("the cat sat\n" * 20)
+    (tmp_path / "tr" / "b.train").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10)
+    (tmp_path / "dv" / "a.dev").write_text("the cat ran\n" * 10)
+    cfg = small_cfg(tmp_path, source="babylm", train_dir=str(tmp_path / "tr"), dev_dir=str(tmp_path / "dv"))
+    with pytest.raises(ValueError, match=r"b\.train is not UTF-8 text"):
+        load_texts(cfg)
 
 
 def test_babylm_layout(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from squat.eval.blimp import eval_lines, evaluate_blimp, line_bits_per_byte
+from squat.eval.blimp import eval_lines, evaluate_blimp, line_bits_per_byte, read_blimp
 
 log = logging.getLogger("squat")
 
@@ -27,6 +27,8 @@ class FinalEvaluation(L.Callback):
         if blimp_dir is not None and not Path(blimp_dir).is_dir():
             raise FileNotFoundError(f"callbacks.final_eval.blimp_dir={blimp_dir!r} is not a folder of BLiMP *.json "
                                     "files (e.g. ../shared/data/blimp_filtered_sample), or set it to null")
+        if blimp_dir is not None:
+            read_blimp(blimp_dir)  # a malformed or empty file fails now, named, not after training
         if lines is not None and lines < 0:
             raise ValueError(f"callbacks.final_eval.lines={lines} must be >= 0 (or null for every line)")
         self.output_dir, self.blimp_dir, self.lines = Path(output_dir), blimp_dir, lines

@@ -24,6 +24,7 @@ class KernelBenchmark(L.Callback):
         self.output_dir = Path(output_dir)
         self.reps, self.insn, self.check_tokens = reps, insn, check_tokens
         self.result: dict | None = None
+        self.skipped: str | None = None  # why there is no result (for the run summary)
 
     @torch.no_grad()
     def _real_activations(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -67,6 +68,7 @@ class KernelBenchmark(L.Callback):
             )
         except ToolchainMissing as e:
             log.warning("KernelBenchmark skipped: %s", e)
+            self.skipped = str(e)
             return
         except Exception as e:  # the benchmark must never cost the user the trained model
             log.exception("KernelBenchmark failed (training outputs are unaffected): %s", e)
@@ -104,5 +106,5 @@ def kernel_headline(res: dict) -> str:
             sp = ", ".join(f"{k} {fp16 / t[k]:.2f}x" for k in ("W8A8", "W4A8", "mixed", "W4A4") if k in t)
             parts.append(f"{cpu} M={max(map(int, by_m))} vs FP16: {sp}")
     if "insn_per_token" not in res:
-        parts.append("no qemu instruction counts (cross toolchain absent)")
+        parts.append(f"no qemu instruction counts ({res.get('insn_skipped', 'callbacks.kernel_benchmark.insn=false')})")
     return "; ".join(parts) + " (details: kernel_bench.md)"

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from squat.config import DataConfig
 from squat.data.sources import load_texts
@@ -43,8 +43,9 @@ def cached_tokens(tokenizer, docs, cache_dir: str | Path) -> np.ndarray:
     return ids
 
 
-class RandomChunks(Dataset):
-    """Training chunks at random offsets (a fresh draw each access): every position can start a chunk."""
+class ChunkAt(Dataset):
+    """Training chunks by start offset: item ``i`` is ``tokens[i : i + seq_len]``, so every position can start one.
+    Which offsets make each batch is :class:`StepBatches`' choice."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int):
         if len(tokens) <= seq_len:
@@ -52,11 +53,44 @@ class RandomChunks(Dataset):
         self.tokens, self.seq_len = tokens, seq_len
 
     def __len__(self) -> int:
-        return len(self.tokens) // self.seq_len
+        return len(self.tokens) - self.seq_len + 1
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        start = int(torch.randint(0, len(self.tokens) - self.seq_len + 1, (1,)))
-        return torch.from_numpy(self.tokens[start : start + self.seq_len].astype(np.int64))
+        return torch.from_numpy(self.tokens[i : i + self.seq_len].astype(np.int64))
+
+
+class StepBatches(Sampler):
+    """Training batches as a pure function of (seed, global batch number), never of a global RNG or of how many
+    processes draw them.
+
+    Global batch ``b`` holds ``batch_size * world`` items: random offsets with replacement (``replacement=True``,
+    chunks of a text), or the ``b``-th slice of a per-epoch permutation (fixed sequences). DDP rank ``r`` takes slice
+    ``r`` of it, so N processes together see exactly what one process with an N times larger batch sees. ``position``
+    tells where an iterator starts (global batch number, rank, world size): after a resume that is the restored
+    step, so a run killed at step k continues with the batches an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, position, replacement: bool = True,
+                 epoch_batches: int | None = None):
+        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        self.position, self.replacement = position, replacement
+        _, _, world = position()
+        self.epoch_batches = epoch_batches or max(1, n_items // (batch_size * world))
+
+    def __len__(self) -> int:
+        return self.epoch_batches
+
+    def global_batch(self, b: int, world: int) -> np.ndarray:
+        g = self.batch_size * world
+        if self.replacement:
+            return np.random.default_rng([self.seed, b]).integers(0, self.n_items, g)
+        epoch, i = divmod(b, self.n_items // g)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_items)[i * g : (i + 1) * g]
+
+    def __iter__(self):
+        start, rank, world = self.position()
+        for b in range(start, start - start % self.epoch_batches + self.epoch_batches):  # to this epoch's end
+            yield self.global_batch(b, world)[rank * self.batch_size : (rank + 1) * self.batch_size].tolist()
 
 
 class ContiguousChunks(Dataset):
@@ -95,9 +129,9 @@ class Sequences(Dataset):
 
 
 class TextDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, tokenizer=None):
+    def __init__(self, cfg: DataConfig, tokenizer=None, seed: int = 0):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.seed = cfg, seed
         self.tokenizer = tokenizer
         self.train_tokens = self.val_tokens = None
         self.train_sequences: np.ndarray | None = None  # replaces the training text when set (data.train_data=teacher)
@@ -122,23 +156,44 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
-    def train_dataloader(self) -> DataLoader:
+    def _position(self) -> tuple[int, int, int]:
+        """(global batch number, rank, world size) for a new training iterator: from the Trainer once attached
+        (restored on resume), else the start of a single-process run."""
+        t = self.trainer
+        if t is None:
+            return 0, 0, 1
+        return t.global_step * t.accumulate_grad_batches, t.global_rank, t.world_size
+
+    def _batches(self) -> StepBatches:
         if self.train_sequences is not None:
-            return DataLoader(Sequences(self.train_sequences), batch_size=self.cfg.batch_size, shuffle=True,
-                              num_workers=self.cfg.num_workers, drop_last=True)
-        return DataLoader(
-            RandomChunks(self.train_tokens, self.cfg.seq_len),
-            batch_size=self.cfg.batch_size,
-            num_workers=self.cfg.num_workers,
-            drop_last=True,
-        )
+            return StepBatches(len(self.train_sequences), self.cfg.batch_size, self.seed, self._position,
+                               replacement=False)
+        t = self.trainer
+        acc = t.accumulate_grad_batches if t is not None else 1
+        _, _, world = self._position()
+        # an epoch = as many chunks as the text holds, whole optimizer steps of them (so step = batches / acc)
+        per_epoch = max(1, (len(self.train_tokens) // self.cfg.seq_len) // (self.cfg.batch_size * world))
+        return StepBatches(len(self.train_tokens) - self.cfg.seq_len + 1, self.cfg.batch_size, self.seed,
+                           self._position, epoch_batches=max(acc, per_epoch - per_epoch % acc))
+
+    def train_dataloader(self) -> DataLoader:
+        ds = Sequences(self.train_sequences) if self.train_sequences is not None else ChunkAt(self.train_tokens,
+                                                                                             self.cfg.seq_len)
+        return DataLoader(ds, batch_sampler=self._batches(), num_workers=self.cfg.num_workers)
+
+    def first_global_batch(self, world: int) -> torch.Tensor:
+        """Global batch 0 as one tensor (all ranks' slices): what quantizers calibrate on, so the initial step sizes
+        do not depend on the number of processes."""
+        ds = Sequences(self.train_sequences) if self.train_sequences is not None else ChunkAt(self.train_tokens,
+                                                                                             self.cfg.seq_len)
+        return torch.stack([ds[int(i)] for i in self._batches().global_batch(0, world)])
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            ContiguousChunks(self.val_tokens, self.cfg.seq_len, self.cfg.max_val_chunks),
-            batch_size=self.cfg.eval_batch_size,
-            num_workers=self.cfg.num_workers,
-        )
+        ds = ContiguousChunks(self.val_tokens, self.cfg.seq_len, self.cfg.max_val_chunks)
+        t = self.trainer
+        if t is not None and t.world_size > 1:  # each rank scores its share, no padding; NLLMeter.sync sums them
+            ds = Subset(ds, range(t.global_rank, len(ds), t.world_size))
+        return DataLoader(ds, batch_size=self.cfg.eval_batch_size, num_workers=self.cfg.num_workers)
 
     def summary(self) -> dict:
         return {

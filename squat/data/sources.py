@@ -33,8 +33,16 @@ def _builtin(cfg: DataConfig) -> Tuple[Docs, Docs]:
     return [train], [val]
 
 
+def _read_text(f: Path) -> str:
+    try:
+        return f.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{f} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 4]!r}): BabyLM folders hold "
+                         f"plain-text files only; move it out of {f.parent} or convert it to UTF-8") from None
+
+
 def _read_lines(files: List[Path]) -> Docs:
-    return [[line for line in f.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()] for f in files]
+    return [[line for line in _read_text(f).splitlines(keepends=True) if line.strip()] for f in files]
 
 
 def _babylm(cfg: DataConfig) -> Tuple[Docs, Docs]:

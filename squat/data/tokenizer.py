@@ -29,7 +29,12 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
 def get_tokenizer(cfg: TokenizerConfig, train_docs, cache_dir: str | Path) -> PreTrainedTokenizerFast:
     """Load ``cfg.path`` if given, else train (or reuse) a byte-level BPE keyed by text and settings."""
     if cfg.path is not None:
-        tok = AutoTokenizer.from_pretrained(cfg.path)
+        try:
+            tok = AutoTokenizer.from_pretrained(cfg.path)
+        except (OSError, ValueError) as e:
+            raise OSError(f"data.tokenizer.path={cfg.path!r}: no tokenizer could be loaded there "
+                          f"({type(e).__name__}): point it at a folder with tokenizer.json (e.g. a run's model/ "
+                          "folder), a hub id reachable from here, or drop it to train a BPE on the training text") from None
         if tok.eos_token is None:
             raise ValueError(f"tokenizer {cfg.path} has no EOS token; squat separates documents with it")
         if tok.pad_token is None:

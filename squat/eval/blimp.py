@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +44,35 @@ def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 64)
     return {"bpb": nll / math.log(2) / n_bytes, "ppl": math.exp(nll / n_tok), "lines": len(lines)}
 
 
+def read_blimp(blimp_dir: str | Path, max_pairs: int | None = None) -> dict[str, list[dict]]:
+    """Every phenomenon file's pairs, checked before any is scored: a malformed line or an empty file is named
+    (file and line). With ``max_pairs``, that many pairs spread evenly over each file (files are ordered by
+    paradigm, so the first N would come from one or two paradigms and misestimate the phenomenon)."""
+    files = sorted(Path(blimp_dir).glob("*.json")) + sorted(Path(blimp_dir).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no BLiMP *.json / *.jsonl files in {blimp_dir}")
+    out = {}
+    for f in files:
+        rows = []
+        for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{f}:{n}: not a JSON line ({e.msg}): each line must be one object with "
+                                 "sentence_good and sentence_bad") from None
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("sentence_good", "sentence_bad")):
+                raise ValueError(f"{f}:{n}: needs string fields sentence_good and sentence_bad")
+            rows.append(row)
+        if not rows:
+            raise ValueError(f"{f} holds no BLiMP pairs: remove it from {blimp_dir} or fill it")
+        if max_pairs is not None and max_pairs < len(rows):
+            rows = [rows[i] for i in np.linspace(0, len(rows) - 1, max_pairs).round().astype(int)]
+        out[f.stem] = rows
+    return out
+
+
 def eval_lines(data_cfg, n: int | None) -> list[str]:
     """Every k-th line of the eval split, ``n`` of them (all with ``n=None``): each is scored alone, after EOS. Blank
     lines are kept here and skipped by the scorer, as ``squat-eval`` does."""
@@ -57,14 +87,10 @@ def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | Non
                    batch_size: int = 64) -> dict[str, float]:
     """Accuracy per phenomenon (file stem) and their unweighted average, as in the paper's Table I. Sentences are
     scored in right-padded batches; the padding mask reaches the model, so the batch size changes nothing."""
-    files = sorted(Path(blimp_dir).glob("*.json")) + sorted(Path(blimp_dir).glob("*.jsonl"))
-    if not files:
-        raise FileNotFoundError(f"no BLiMP *.json / *.jsonl files in {blimp_dir}")
     acc = {}
-    for f in files:
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][:max_pairs]
+    for name, rows in read_blimp(blimp_dir, max_pairs).items():
         good = sentence_logprobs(model, tokenizer, [r["sentence_good"] for r in rows], batch_size)
         bad = sentence_logprobs(model, tokenizer, [r["sentence_bad"] for r in rows], batch_size)
-        acc[f.stem] = float((good > bad).double().mean() * 100)  # a tie is not a preference for the good sentence
+        acc[name] = float((good > bad).double().mean() * 100)  # a tie is not a preference for the good sentence
     acc["average"] = sum(acc.values()) / len(acc)
     return acc

@@ -33,6 +33,14 @@ class NLLMeter:
             out.nll, out.tokens, out.bytes = out.nll + m.nll, out.tokens + m.tokens, out.bytes + m.bytes
         return out
 
+    def sync(self) -> "NLLMeter":
+        """Sum over DDP ranks, each of which scored its own share of the split; a no-op in one process."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([self.nll, self.tokens, self.bytes], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            self.nll, self.tokens, self.bytes = t.tolist()
+        return self
+
     def compute(self) -> dict[str, float]:
         if not self.tokens:
             return {}
@@ -52,7 +60,7 @@ def score(model: torch.nn.Module, dataloader, meter: NLLMeter, max_batches: int 
             break
         meter.update(model(input_ids=batch).logits, batch)
     model.train(was_training)
-    return meter
+    return meter.sync()
 
 
 def evaluate(model: torch.nn.Module, dataloader, token_bytes: torch.Tensor | None = None, max_batches: int | None = None) -> dict[str, float]:

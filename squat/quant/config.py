@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from omegaconf import OmegaConf
+
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
@@ -44,6 +46,38 @@ def _check_bits(name: str, bits: Optional[int]) -> None:
         raise ValueError(
             f"quant.{name}={bits} is not supported: use one of {list(ALLOWED_BITS)} or null (off)"
         )
+
+
+def quant_name(weight_bits: Optional[int], act_bits: Optional[int], probs_bits: Optional[int],
+               token_ratio: Optional[float] = None, high_bits: int = 8) -> str:
+    """The name a setting is known by, derived from the bits actually used so an override renames the run:
+    ``fp``; ``w4a4`` (``f`` = float); token-adaptive ``w4a4_8`` at ratio 0.5, else ``w4a4_8_r25``; probabilities
+    other than 8-bit (the default whenever activations are quantized) add ``_p<bits>``."""
+    if weight_bits is None and act_bits is None and probs_bits is None:
+        return "fp"
+    name = f"w{weight_bits or 'f'}a{act_bits or 'f'}"
+    if token_ratio is not None:
+        name += f"_{high_bits}" + ("" if token_ratio == 0.5 else f"_r{round(token_ratio * 100)}")
+    if probs_bits != (8 if act_bits is not None else None):
+        name += f"_p{probs_bits or 'f'}"
+    return name
+
+
+def _name_of(q) -> str:
+    tp = q.token_policy
+    return quant_name(q.weight_bits, q.act_bits, q.probs_bits, tp.ratio if tp.enabled else None, tp.high_bits)
+
+
+# Resolver for ``quant.name`` at compose time (run folders and wandb names use it before any dataclass exists).
+QUANT_NAME_RESOLVER = "squat_quant_name"
+
+
+def _resolve_name(*, _parent_) -> str:
+    return _name_of(_parent_)
+
+
+OmegaConf.register_new_resolver(QUANT_NAME_RESOLVER, _resolve_name, replace=True)
+NAME_INTERPOLATION = "${" + QUANT_NAME_RESOLVER + ":}"
 
 
 @dataclass
@@ -92,9 +126,10 @@ class SitesConfig:
 
 @dataclass
 class QuantConfig:
-    """Bit widths per site class; ``null`` turns a class off (that site stays float)."""
+    """Bit widths per site class; ``null`` turns a class off (that site stays float). In a composed run ``name`` is
+    derived from the bits (:func:`quant_name`), so ``quant=w4a4 quant.weight_bits=3`` runs as ``w3a4``."""
 
-    name: str = "fp"
+    name: str = NAME_INTERPOLATION
     weight_bits: Optional[int] = None
     act_bits: Optional[int] = None
     probs_bits: Optional[int] = None
@@ -108,6 +143,22 @@ class QuantConfig:
             _check_bits(name, getattr(self, name))
         if self.token_policy.enabled and self.act_bits is None:
             raise ValueError("quant.token_policy.enabled needs quant.act_bits (the low precision), e.g. 4")
+        if self.name.startswith("${"):  # built in Python without a name: named by its bits
+            self.name = _name_of(self)
+
+    def check_name(self) -> None:
+        """Composed runs are named by their bits (a hand-set quant.name would mislabel them); in Python any label."""
+        derived = _name_of(self)
+        if self.name != derived:
+            raise ValueError(f"quant.name={self.name!r} does not match the bits set, which make {derived!r}: the name "
+                             "follows quant.weight_bits / act_bits / probs_bits / token_policy; drop quant.name")
+
+    @classmethod
+    def schema(cls) -> "QuantConfig":
+        """The structured-config default: ``name`` stays an interpolation, resolved from the composed bits."""
+        q = cls()
+        q.name = NAME_INTERPOLATION
+        return q
 
     @property
     def is_float(self) -> bool:

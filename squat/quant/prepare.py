@@ -152,9 +152,17 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, method: str = "lsq") -> Q
     model.config._attn_implementation = ATTN_IMPLEMENTATION
     handle = QuantHandle(cfg, method, record, state, family)
     model.squat_quant = handle
+    model.register_forward_pre_hook(_refuse_empty_input, with_kwargs=True)
     if state is not None:
         model.register_forward_pre_hook(_pass_padding_mask, with_kwargs=True)
     return handle
+
+
+def _refuse_empty_input(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is not None and ids.shape[-1] == 0:
+        raise ValueError("empty input: a quantized model needs at least one token per sequence (for generate(), "
+                         "start from tokenizer.eos_token_id, the document separator squat trains with)")
 
 
 def _pass_padding_mask(model: nn.Module, args: tuple, kwargs: dict) -> None:
