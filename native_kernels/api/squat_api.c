@@ -78,15 +78,16 @@ void squat_igemm_pack_lhs(size_t i, size_t m, size_t k, const int8_t *x, size_t 
 void squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch) {
   g_igemm[i]->run_matmul(m, n, k, lhs, rhs, c, cs, scratch);
 }
-int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c, size_t cs) {
+size_t squat_igemm_workspace_size(size_t i, size_t m, size_t n, size_t k) {
   const squat_igemm_ukernel *u = g_igemm[i];
-  size_t ls = u->get_lhs_packed_size(m, k), ss = u->get_scratch_size(m, n, k);
-  void *lhs = malloc(ls ? ls : 1), *scr = malloc(ss ? ss : 1);
-  if (!lhs || !scr) { free(lhs); free(scr); return -1; }
+  return SQ_ROUND_UP(u->get_lhs_packed_size(m, k), 64) + u->get_scratch_size(m, n, k) + 64;
+}
+void squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
+                        size_t cs, void *workspace) {
+  const squat_igemm_ukernel *u = g_igemm[i];
+  uint8_t *lhs = workspace, *scr = lhs + SQ_ROUND_UP(u->get_lhs_packed_size(m, k), 64);
   u->pack_lhs(m, k, x, xs, lhs);
   u->run_matmul(m, n, k, lhs, rhs, c, cs, scr);
-  free(lhs); free(scr);
-  return 0;
 }
 
 size_t squat_fgemm_count(void) { return COUNT(g_fgemm); }
@@ -194,7 +195,10 @@ int squat_mixed_linear_f32(size_t m, size_t n, size_t k, const float *x, size_t 
     const float s = amax > 0.0f ? amax / (float)qmax : 1.0f;
     for (size_t r = 0; r < mg; r++) quantize_row(k, x + rows[r] * xs, s, qmax, q + r * k);
     if (scales_out) scales_out[g] = s;
-    if (squat_igemm_matmul((size_t)ki, mg, n, k, q, k, rhs, c, n)) { rc = -1; goto out; }
+    void *ws = malloc(squat_igemm_workspace_size((size_t)ki, mg, n, k));
+    if (!ws) { rc = -1; goto out; }
+    squat_igemm_matmul((size_t)ki, mg, n, k, q, k, rhs, c, n, ws);
+    free(ws);
     for (size_t j = 0; j < n; j++) sc[j] = s * w_scale[w_scale_per_channel ? j : 0];
     for (size_t r = 0; r < mg; r++) { /* dequantize + scatter */
       float *yr = y + rows[r] * ys;

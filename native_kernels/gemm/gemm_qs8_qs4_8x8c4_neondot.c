@@ -3,7 +3,8 @@
 ///  - M >= 8: each 8-column panel is unpacked once into scratch (3 instructions per 32 weights, amortised over
 ///    all M rows), then the W8A8 register tile runs on it.
 ///  - M < 8 (decode): unpack in registers with the x16 trick: p<<4 = 16*w_lo and p & 0xF0 = 16*w_hi are exact
-///    int8 values, so sdot accumulates 16*C (|16*C| <= 2^14*K < 2^31 for K <= 2^16) and one shift restores C.
+///    int8 values, so sdot accumulates 16*C; K is split into chunks of 2^16 so 16*C_chunk stays below 2^31, and
+///    one shift per chunk restores C.
 /// Packers: pack_rhs_qs4_nxk_c4 (RHS), pack_lhs_qs8_rows (LHS).
 #if !defined(SQUAT_SIMDE) && !defined(__ARM_FEATURE_DOTPROD)
 #error "gemm_qs8_qs4_8x8c4_neondot needs __ARM_FEATURE_DOTPROD (-march=armv8.2-a+dotprod)"
@@ -38,17 +39,28 @@ static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; ret
     }                                                                           \
   }
 
+/* 16 * C grows by at most 16 * 128 * 8 = 2^14 per k, so K is split into chunks of 2^16 (16 * C_chunk < 2^31,
+   exact) and each chunk's sum is shifted back and added (ssra): exact for every K, mod 2^32 like the int8 kernels. */
+#define SQ_Q4_KCHUNK ((size_t)1 << 16)
 SQ_ALWAYS_INLINE void tile_q4_regs(const int R, size_t kp, const int8_t *a, size_t a_stride, const int8_t *w,
                                    int32_t *c, size_t c_stride, size_t ncols) {
-  int32x4_t acc[4][2];
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vdupq_n_s32(0);
-  for (size_t k = 0; k < kp; k += 16) {
-    int8x16_t x[4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) x[r] = vld1q_s8(a + r * a_stride + k);
-    SQ_Q4_STEP(0) SQ_Q4_STEP(1) SQ_Q4_STEP(2) SQ_Q4_STEP(3)
+  int32x4_t tot[4][2];
+  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) tot[r][0] = tot[r][1] = vdupq_n_s32(0);
+  for (size_t k0 = 0; k0 < kp; k0 += SQ_Q4_KCHUNK) {
+    const size_t k1 = kp - k0 < SQ_Q4_KCHUNK ? kp : k0 + SQ_Q4_KCHUNK;
+    int32x4_t acc[4][2];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vdupq_n_s32(0);
+    for (size_t k = k0; k < k1; k += 16) {
+      int8x16_t x[4];
+      _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) x[r] = vld1q_s8(a + r * a_stride + k);
+      SQ_Q4_STEP(0) SQ_Q4_STEP(1) SQ_Q4_STEP(2) SQ_Q4_STEP(3)
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+      tot[r][0] = vsraq_n_s32(tot[r][0], acc[r][0], 4);
+      tot[r][1] = vsraq_n_s32(tot[r][1], acc[r][1], 4);
+    }
   }
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-    sq_store_s32x8(c + r * c_stride, ncols, vshrq_n_s32(acc[r][0], 4), vshrq_n_s32(acc[r][1], 4));
+  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) sq_store_s32x8(c + r * c_stride, ncols, tot[r][0], tot[r][1]);
 }
 
 static void unpack_panel(size_t kp, const int8_t *src, int8_t *dst) {
@@ -81,6 +93,19 @@ void squat_gemm_qs8_qs4_8x8c4__neondot(size_t m, size_t n, size_t k, const void 
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs4_8x8c4_neondot = {
-  "gemm_qs8_qs4_8x8c4_neondot", "w4a8", 4, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs4_8x8c4__neondot};
+  .name = "gemm_qs8_qs4_8x8c4_neondot",
+  .precision = "w4a8",
+  .weight_bits = 4,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs4_8x8c4__neondot,
+  .rhs_layout = SQUAT_LAYOUT_QS4_C4,
+};

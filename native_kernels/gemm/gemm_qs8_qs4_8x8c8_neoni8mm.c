@@ -23,31 +23,41 @@ static void pack_lhs(size_t m, size_t k, const int8_t *x, size_t xs, void *out) 
 }
 static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; return kNR * SQ_ROUND_UP(k, kKB); }
 
-/* shift = 0: w is an unpacked int8 panel; shift = 4: w is the nibble panel, unpacked x16 in registers. */
+/* packed = 0: w is an unpacked int8 panel; packed = 1: w is the nibble panel, unpacked x16 in registers, K split
+   into chunks of 2^16 so that 16 * C_chunk < 2^31 (exact), each chunk shifted back and added (ssra). */
+#define SQ_Q4_KCHUNK ((size_t)1 << 16)
 SQ_ALWAYS_INLINE void tile(const int P, const int packed, size_t kp, const int8_t *a, const int8_t *w,
                            int32_t *c, size_t cs, size_t nrows, size_t ncols) {
-  int32x4_t acc[4][4];
-  _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = acc[p][2] = acc[p][3] = vdupq_n_s32(0);
-  for (size_t k = 0; k < kp; k += 8) {
-    int8x16_t x[4], b[4];
-    _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) x[p] = vld1q_s8(a + p * 2 * kp + 2 * k);
-    if (packed) {
-      const int8x16_t p0 = vld1q_s8(w), p1 = vld1q_s8(w + 16);
-      const int8x16_t hm = vdupq_n_s8((int8_t)0xF0);
-      b[0] = vshlq_n_s8(p0, 4); b[1] = vshlq_n_s8(p1, 4);
-      b[2] = vandq_s8(p0, hm); b[3] = vandq_s8(p1, hm);
-      w += 32;
-    } else {
-      b[0] = vld1q_s8(w); b[1] = vld1q_s8(w + 16); b[2] = vld1q_s8(w + 32); b[3] = vld1q_s8(w + 48);
-      w += 64;
+  int32x4_t tot[4][4];
+  _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) tot[p][0] = tot[p][1] = tot[p][2] = tot[p][3] = vdupq_n_s32(0);
+  const size_t chunk = packed ? SQ_Q4_KCHUNK : kp;
+  for (size_t k0 = 0; k0 < kp; k0 += chunk) {
+    const size_t k1 = kp - k0 < chunk ? kp : k0 + chunk;
+    int32x4_t acc[4][4];
+    _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = acc[p][2] = acc[p][3] = vdupq_n_s32(0);
+    for (size_t k = k0; k < k1; k += 8) {
+      int8x16_t x[4], b[4];
+      _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) x[p] = vld1q_s8(a + p * 2 * kp + 2 * k);
+      if (packed) {
+        const int8x16_t p0 = vld1q_s8(w), p1 = vld1q_s8(w + 16);
+        const int8x16_t hm = vdupq_n_s8((int8_t)0xF0);
+        b[0] = vshlq_n_s8(p0, 4); b[1] = vshlq_n_s8(p1, 4);
+        b[2] = vandq_s8(p0, hm); b[3] = vandq_s8(p1, hm);
+        w += 32;
+      } else {
+        b[0] = vld1q_s8(w); b[1] = vld1q_s8(w + 16); b[2] = vld1q_s8(w + 32); b[3] = vld1q_s8(w + 48);
+        w += 64;
+      }
+      _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+        _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][j] = vmmlaq_s32(acc[p][j], x[p], b[j]);
     }
-    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
-      _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][j] = vmmlaq_s32(acc[p][j], x[p], b[j]);
+    _Pragma("GCC unroll 4") for (int p = 0; p < P; p++)
+      _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+        tot[p][j] = packed ? vsraq_n_s32(tot[p][j], acc[p][j], 4) : vaddq_s32(tot[p][j], acc[p][j]);
   }
   _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) {
     if (nrows <= (size_t)(2 * p)) break;
-    if (packed) for (int j = 0; j < 4; j++) acc[p][j] = vshrq_n_s32(acc[p][j], 4);
-    sq_store_mmla_pair(acc[p], c + 2 * p * cs, cs, nrows - 2 * p, ncols);
+    sq_store_mmla_pair(tot[p], c + 2 * p * cs, cs, nrows - 2 * p, ncols);
   }
 }
 
@@ -84,6 +94,19 @@ void squat_gemm_qs8_qs4_8x8c8__neoni8mm(size_t m, size_t n, size_t k, const void
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs4_8x8c8_neoni8mm = {
-  "gemm_qs8_qs4_8x8c8_neoni8mm", "w4a8", 4, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs4_8x8c8__neoni8mm};
+  .name = "gemm_qs8_qs4_8x8c8_neoni8mm",
+  .precision = "w4a8",
+  .weight_bits = 4,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs4_8x8c8__neoni8mm,
+  .rhs_layout = SQUAT_LAYOUT_QS4_C8X2,
+};

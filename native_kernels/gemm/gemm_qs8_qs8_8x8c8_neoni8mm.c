@@ -56,6 +56,19 @@ void squat_gemm_qs8_qs8_8x8c8__neoni8mm(size_t m, size_t n, size_t k, const void
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs8_8x8c8_neoni8mm = {
-  "gemm_qs8_qs8_8x8c8_neoni8mm", "w8a8", 8, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs8_8x8c8__neoni8mm};
+  .name = "gemm_qs8_qs8_8x8c8_neoni8mm",
+  .precision = "w8a8",
+  .weight_bits = 8,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs8_8x8c8__neoni8mm,
+  .rhs_layout = SQUAT_LAYOUT_QS8_C8,
+};

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "squat_fgemm_interface.h"
 #include "squat_igemm_interface.h"
+#include "squat_qlinear.h"
 
 const char *squat_build_target(void);           ///< "x86-simde" or "aarch64"
 unsigned squat_cpu_features(void);              ///< SQUAT_FEAT_* present on this CPU (all of them under SIMDe)
@@ -26,8 +27,11 @@ size_t squat_igemm_scratch_size(size_t i, size_t m, size_t n, size_t k);
 void squat_igemm_pack_rhs(size_t i, size_t n, size_t k, const int8_t *w, size_t ws, void *rhs);
 void squat_igemm_pack_lhs(size_t i, size_t m, size_t k, const int8_t *x, size_t xs, void *lhs);
 void squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch);
-/// Convenience: pack_lhs + run with internal buffers. Returns 0, or -1 on allocation failure.
-int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c, size_t cs);
+/// Bytes of the workspace squat_igemm_matmul needs (packed LHS + kernel scratch); any alignment is accepted.
+size_t squat_igemm_workspace_size(size_t i, size_t m, size_t n, size_t k);
+/// Convenience: pack_lhs + run_matmul in a caller-provided workspace (no allocation).
+void squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
+                        size_t cs, void *workspace);
 
 size_t squat_fgemm_count(void);
 const squat_fgemm_ukernel *squat_fgemm_get(size_t i);

@@ -2,7 +2,7 @@
 /// One include for NEON intrinsics on every target.
 /// - Real aarch64: <arm_neon.h>.
 /// - x86 (preset x86-simde, SQUAT_SIMDE defined): SIMDe with native aliases, plus scalar
-///   fallbacks for the few intrinsics SIMDe 0.7.x lacks (smmla, fp16 fma, fcvtas, fdiv, smlal2-by-lane).
+///   fallbacks for the few intrinsics SIMDe 0.7.x lacks (smmla, fp16 fma, fcvtas, fcvtns, fdiv, smlal2-by-lane).
 ///   Every fallback is bit-exact with the instruction it stands for.
 #ifndef SQUAT_NEON_H
 #define SQUAT_NEON_H
@@ -29,6 +29,18 @@ static inline int32x4_t sq_compat_vcvtaq_s32_f32(float32x4_t v) {
   return vld1q_s32(r);
 }
 #define vcvtaq_s32_f32(v) sq_compat_vcvtaq_s32_f32(v)
+
+/* fcvtns: round to nearest, ties to even, saturating, NaN -> 0. */
+static inline int32x4_t sq_compat_vcvtnq_s32_f32(float32x4_t v) {
+  float t[4]; int32_t r[4];
+  vst1q_f32(t, v);
+  for (int i = 0; i < 4; i++) {
+    float x = nearbyintf(t[i]); /* default rounding mode: ties to even */
+    r[i] = x != x ? 0 : x >= 2147483647.0f ? INT32_MAX : x <= -2147483648.0f ? INT32_MIN : (int32_t)x;
+  }
+  return vld1q_s32(r);
+}
+#define vcvtnq_s32_f32(v) sq_compat_vcvtnq_s32_f32(v)
 
 static inline float32x4_t sq_compat_vdivq_f32(float32x4_t a, float32x4_t b) {
   float x[4], y[4];

@@ -38,6 +38,41 @@ class KernelInfo:
     available: bool
 
 
+class _ActSite(C.Structure):  # squat_act_site
+    _fields_ = [("mode", C.c_int), ("bits", C.c_int), ("qmin", C.c_int), ("qmax", C.c_int), ("zero_point", C.c_int),
+                ("scale", C.c_float)]
+
+
+class _QlinearAct(C.Structure):  # squat_qlinear_act
+    _fields_ = [("low", _ActSite), ("high", _ActSite), ("high_mask", C.c_void_p)]
+
+
+_MODES = {"static": 0, "dynamic_per_token": 1}
+
+
+def act_site_struct(site) -> _ActSite:
+    """An activation site (``squat.export.ActSite`` or anything with its fields) as the C struct."""
+    if site.mode not in _MODES:
+        raise ValueError(f"site {getattr(site, 'name', '?')} is {site.mode!r}: only static and dynamic_per_token "
+                         "sites run on the integer kernels")
+    scale = float(site.scale) if site.mode == "static" else 0.0
+    return _ActSite(_MODES[site.mode], int(site.bits), int(site.qmin), int(site.qmax), int(site.zero_point or 0),
+                    scale)
+
+
+class QlinearError(ValueError):
+    """A squat_qlinear call refused its input; the message is the library's one-line fix."""
+
+
+@dataclass
+class QLinearWeights:
+    """A packed-weight blob for squat_qlinear_run (weights, rowsums, scales, bias, kernel layout)."""
+    n: int
+    k: int
+    weight_bits: int
+    data: np.ndarray
+
+
 @dataclass
 class PackedWeights:
     kernel: KernelInfo
@@ -64,7 +99,17 @@ class KernelLib:
             "squat_igemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_igemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_igemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
-            "squat_igemm_matmul": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz]),
+            "squat_igemm_workspace_size": (_sz, [_sz, _sz, _sz, _sz]),
+            "squat_igemm_matmul": (None, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz, _vp]),
+            "squat_qlinear_strerror": (C.c_char_p, [C.c_int]),
+            "squat_qlinear_packed_size": (_sz, [_sz, _sz, C.c_int, C.c_uint]),
+            "squat_qlinear_pack": (C.c_int, [_sz, _sz, C.c_int, _vp, _sz, _vp, C.c_int, _vp, C.c_uint, _vp]),
+            "squat_qlinear_packed_size_for": (_sz, [C.c_int, _sz, _sz]),
+            "squat_qlinear_pack_for": (C.c_int, [C.c_int, _sz, _sz, C.c_int, _vp, _sz, _vp, C.c_int, _vp, _vp]),
+            "squat_qlinear_kernel": (C.c_int, [_vp, _sz, C.c_int]),
+            "squat_qlinear_workspace_size": (_sz, [_vp, _sz]),
+            "squat_qlinear_run_kernel": (C.c_int, [C.c_int, _vp, _sz, _vp, _sz, C.POINTER(_QlinearAct), _vp, _sz,
+                                                   _vp, _sz, _vp]),
             "squat_fgemm_count": (_sz, []), "squat_fgemm_get": (C.POINTER(_FgemmHead), [_sz]),
             "squat_fgemm_available": (C.c_int, [_sz]),
             "squat_fgemm_mr": (_sz, [_sz]), "squat_fgemm_nr": (_sz, [_sz]), "squat_fgemm_kr": (_sz, [_sz]),
@@ -138,8 +183,9 @@ class KernelLib:
             if x.size and (x.min() < -lim or x.max() > lim - 1):
                 raise ValueError(f"{ki.name}: activations must lie in [{-lim}, {lim - 1}]")
             c = np.empty((m, packed.n), np.int32)
-            if self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n):
-                raise MemoryError("squat_igemm_matmul: allocation failed")
+            ws = np.empty(self.lib.squat_igemm_workspace_size(ki.index, m, packed.n, k), np.uint8)
+            self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n,
+                                        _ptr(ws))
             return c
         dt = np.float32 if ki.precision == "fp32" else np.float16
         x = np.ascontiguousarray(x, dtype=dt)
@@ -176,6 +222,73 @@ class KernelLib:
                 run(idx, m, n, k, pl, pw, pc, n)
                 return c
         return call
+
+    # ---- fused quantized linear (squat_qlinear.h) ------------------------------------------------------
+    def _ql_check(self, rc: int, what: str) -> None:
+        if rc:
+            raise QlinearError(f"{what}: {self.lib.squat_qlinear_strerror(rc).decode()}")
+
+    def qlinear_pack(self, w: np.ndarray, weight_bits: int, w_scale, bias=None, features: int = 0,
+                     kernel: str | KernelInfo | None = None) -> QLinearWeights:
+        """int8 [N, K] weights of ``weight_bits`` (2..8), float32 scales ([N] per channel or one) and optional
+        bias -> a blob in this CPU's layout (or ``features``' layout, or ``kernel``'s)."""
+        w = np.ascontiguousarray(w, dtype=np.int8)
+        n, k = w.shape
+        sw = np.ascontiguousarray(np.asarray(w_scale, dtype=np.float32).reshape(-1))
+        per_ch = int(sw.size == n and n != 1)
+        b = None if bias is None else np.ascontiguousarray(np.asarray(bias, dtype=np.float32).reshape(n))
+        L = self.lib
+        if kernel is None:
+            size = L.squat_qlinear_packed_size(n, k, int(weight_bits), int(features))
+            if size == 0:
+                raise QlinearError(f"qlinear_pack: {L.squat_qlinear_strerror(-2).decode()} (got {weight_bits} bits)")
+            buf = np.zeros(size, np.uint8)
+            rc = L.squat_qlinear_pack(n, k, int(weight_bits), _ptr(w), k, _ptr(sw), per_ch, _ptr(b), int(features),
+                                      _ptr(buf))
+        else:
+            ki = self.get(kernel)
+            buf = np.zeros(max(1, L.squat_qlinear_packed_size_for(ki.index, n, k)), np.uint8)
+            rc = L.squat_qlinear_pack_for(ki.index, n, k, int(weight_bits), _ptr(w), k, _ptr(sw), per_ch, _ptr(b),
+                                          _ptr(buf))
+        self._ql_check(rc, "qlinear_pack")
+        return QLinearWeights(n, k, int(weight_bits), buf)
+
+    def qlinear_kernel(self, packed: QLinearWeights, m: int, act_bits: int) -> KernelInfo:
+        """The kernel squat_qlinear_run picks for M rows of ``act_bits``-bit activations."""
+        i = self.lib.squat_qlinear_kernel(_ptr(packed.data), m, int(act_bits))
+        self._ql_check(min(i, 0), "qlinear_kernel")
+        return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
+
+    def qlinear(self, x: np.ndarray, packed: QLinearWeights, site, high=None, high_mask: np.ndarray | None = None,
+                kernel: str | KernelInfo | None = None, return_scales: bool = False):
+        """float32 [M, K] -> float32 [M, N] through squat_qlinear_run: ``site`` (and for token-adaptive inputs
+        ``high`` with a bool ``high_mask`` [M]) quantize the rows exactly as ``squat.export.ActSite.quantize``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        m, k = x.shape
+        if k != packed.k:
+            raise ValueError(f"qlinear: x has {k} columns, the weights {packed.k}")
+        act = _QlinearAct()
+        act.low = act_site_struct(site)
+        mask = None
+        if high_mask is not None:
+            if high is None:
+                raise ValueError("qlinear: high_mask needs the high site")
+            act.high = act_site_struct(high)
+            mask = np.ascontiguousarray(np.asarray(high_mask).reshape(m) != 0, dtype=np.uint8)
+            act.high_mask = mask.ctypes.data
+        bits = max(act.low.bits, act.high.bits if mask is not None else 0)
+        if kernel is None:
+            ki = self.lib.squat_qlinear_kernel(_ptr(packed.data), m, max(2, min(8, bits)))
+            self._ql_check(min(ki, 0), "qlinear")
+        else:
+            ki = self.get(kernel).index
+        ws = np.empty(max(1, self.lib.squat_qlinear_workspace_size(_ptr(packed.data), m)), np.uint8)
+        y = np.empty((m, packed.n), np.float32)
+        scales = np.empty(max(1, m), np.float32)
+        rc = self.lib.squat_qlinear_run_kernel(ki, _ptr(packed.data), m, _ptr(x), k, C.byref(act), _ptr(y), packed.n,
+                                               _ptr(ws), ws.size, _ptr(scales))
+        self._ql_check(rc, "qlinear")
+        return (y, scales[:m]) if return_scales else y
 
     # ---- quantization and mixed precision ---------------------------------------------------------------
     def quantize_group(self, x: np.ndarray, qmax: int) -> tuple[np.ndarray, float]:
