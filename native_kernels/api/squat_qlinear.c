@@ -158,6 +158,7 @@ int squat_qlinear_get_info(const void *packed, squat_qlinear_info *info) {
 
 /* ---------------------------------------------------------------------------------------------- workspace */
 typedef struct sq_ws {
+  float *col_scale;
   float *row_scale;
   int32_t *row_zp;
   void *lhs, *scratch;
@@ -172,6 +173,7 @@ static int fused(const squat_igemm_ukernel *u) { return u->pack_lhs_quant && u->
 static sq_ws carve(const squat_igemm_ukernel *u, size_t m, size_t n, size_t k, uintptr_t base) {
   sq_ws w;
   size_t off = 0;
+  w.col_scale = (float *)(base + off); off = align_up(off + n * sizeof(float));
   w.row_scale = (float *)(base + off); off = align_up(off + m * sizeof(float));
   w.row_zp = (int32_t *)(base + off); off = align_up(off + m * sizeof(int32_t));
   w.lhs = (void *)(base + off); off = align_up(off + u->get_lhs_packed_size(m, k));
@@ -284,11 +286,23 @@ int squat_qlinear_run_kernel(int kernel, const void *packed, size_t m, const flo
   const sq_ws w = carve(u, m, n, k, ((uintptr_t)workspace + SQ_ALIGN - 1) & ~(uintptr_t)(SQ_ALIGN - 1));
   if (workspace_size < w.need) return SQUAT_QL_E_WORKSPACE;
   const squat_quant_rows rows = {&act->low, &act->high, act->high_mask, w.row_scale, w.row_zp};
-  const squat_dequant dq = {(const int32_t *)(b + h->off_rowsum), (const float *)(b + h->off_wscale), h->per_channel,
-                            h->has_bias ? (const float *)(b + h->off_bias) : NULL, w.row_scale, w.row_zp};
+  squat_dequant dq = {(const int32_t *)(b + h->off_rowsum), (const float *)(b + h->off_wscale), h->per_channel,
+                      h->has_bias ? (const float *)(b + h->off_bias) : NULL, w.row_scale, w.row_zp, 1, NULL};
   const void *rhs = b + h->off_rhs;
   if (fused(u)) {
     u->pack_lhs_quant(m, k, x, x_stride, &rows, w.lhs);
+    /* Per-call facts the epilogue would otherwise test per row: no zero point at all, and one scale for every
+       row (a static site without a mask), whose products with the weight scales are then computed once. */
+    int any_zp = 0, uniform = 1;
+    for (size_t i = 0; i < m; i++) {
+      any_zp |= w.row_zp[i] != 0;
+      uniform &= w.row_scale[i] == w.row_scale[0];
+    }
+    dq.any_zp = any_zp;
+    if (uniform && m >= 8) {
+      for (size_t j = 0; j < n; j++) w.col_scale[j] = w.row_scale[0] * dq.w_scale[h->per_channel ? j : 0];
+      dq.col_scale = w.col_scale;
+    }
     u->run_dequant(m, n, k, w.lhs, rhs, &dq, y, y_stride, w.scratch);
   } else {
     for (size_t i = 0; i < m; i++) {

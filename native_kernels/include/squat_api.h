@@ -18,6 +18,8 @@ int squat_igemm_find(const char *name);         ///< index or -1
 int squat_igemm_available(size_t i);            ///< 1 if the CPU has every feature kernel i needs
 /// Fastest available kernel for "w8a8", "w4a8" or "w4a4" (-1 if none).
 int squat_igemm_default(const char *precision);
+/// The same for M rows: at M = 1 the decode kernel that reads the same packed weights, if there is one.
+int squat_igemm_default_m(const char *precision, size_t m);
 size_t squat_igemm_mr(size_t i);
 size_t squat_igemm_nr(size_t i);
 size_t squat_igemm_kr(size_t i);
@@ -46,20 +48,4 @@ void squat_fgemm_pack_rhs(size_t i, size_t n, size_t k, const void *w, size_t ws
 void squat_fgemm_pack_lhs(size_t i, size_t m, size_t k, const void *x, size_t xs, void *lhs);
 void squat_fgemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, void *c, size_t cs);
 
-/// Symmetric quantization of `rows` rows as one group (NEON): scale = max|x| / qmax (1 if all zero),
-/// q = clamp(round_half_away_from_zero(x / scale), -qmax, qmax). Returns the scale.
-float squat_quantize_group_f32(size_t rows, size_t k, const float *x, size_t xs, int qmax, int8_t *q, size_t qs);
-
-/// Mixed per-token precision linear, float32 in/out:
-///  1. token control: mask_in (1 = 8-bit token) if given, else top-k of importance with
-///     n8 = floor(ratio8 * m + 0.5) (ties: lower index first);
-///  2. the 8-bit group is quantized with its own scale (qmax 127), the 4-bit group with its own (qmax 7);
-///  3. kernel8 runs the 8-bit group, kernel4 the 4-bit group (each with its own packed weights);
-///  4. y[row, j] = (float)C[row, j] * (group_scale * w_scale[j or 0]), scattered back to the token's row.
-/// mask_out [m] and scales_out [2] (8-bit, 4-bit) are optional outputs. Returns 0 or a negative error code.
-int squat_mixed_linear_f32(size_t m, size_t n, size_t k, const float *x, size_t xs,
-                           const float *importance, const uint8_t *mask_in, double ratio8,
-                           int kernel8, const void *rhs8, int kernel4, const void *rhs4,
-                           const float *w_scale, int w_scale_per_channel, float *y, size_t ys,
-                           uint8_t *mask_out, float *scales_out);
 #endif

@@ -18,9 +18,8 @@ enum { SQUAT_FEAT_NEON = 1, SQUAT_FEAT_DOTPROD = 2, SQUAT_FEAT_FP16 = 4, SQUAT_F
 enum {
   SQUAT_LAYOUT_QS8_C4 = 1,         ///< pack_rhs_qs8_nxk_c4, nr 8 (sdot by lane)
   SQUAT_LAYOUT_QS8_C8 = 2,         ///< pack_rhs_qs8_nxk_c8, nr 8 (smmla; plain sdot over column pairs)
-  SQUAT_LAYOUT_QS8_C8_NR4 = 3,     ///< pack_rhs_qs8_nxk_c8, nr 4 (smull + sadalp)
-  SQUAT_LAYOUT_QS4_C4 = 4,         ///< pack_rhs_qs4_nxk_c4 (4-bit weights, sdot order)
-  SQUAT_LAYOUT_QS4_C8X2 = 5,       ///< pack_rhs_qs4_nxk_c8x2 (4-bit weights, smmla order)
+  SQUAT_LAYOUT_QS8_C16_NR4 = 3,    ///< pack_rhs_qs8_nxk_c16, nr 4 (smull + sadalp)
+  SQUAT_LAYOUT_QS4_C4 = 4,         ///< pack_rhs_qs4_nxk_c4 (4-bit weights: sdot and smmla prefill, both decodes)
   SQUAT_LAYOUT_QS4X2_MKMP_RSUM = 6,///< pack_rhs_qs4x2_mkmp_rsum_nxk (MKMP lanes + 8 * rowsum head)
   SQUAT_LAYOUT_QS4X2_MKMP = 7,     ///< pack_rhs_qs4x2_mkmp_nxk (MKMP lanes)
 };
@@ -43,6 +42,8 @@ typedef struct squat_dequant {
   const float *bias;
   const float *row_scale;
   const int32_t *row_zp;
+  int any_zp;               ///< 0: every row_zp is 0 (the rowsum correction is skipped)
+  const float *col_scale;   ///< optional [N]: row_scale[i] * w_scale[j] when every row has the same scale
 } squat_dequant;
 
 typedef struct squat_igemm_ukernel {

@@ -76,6 +76,7 @@ static inline float16x8_t sq_compat_vfmaq_laneq_f16(float16x8_t acc, float16x8_t
 }
 #define vfmaq_laneq_f16(a, b, v, lane) sq_compat_vfmaq_laneq_f16((a), (b), (v), (lane))
 typedef simde_float16 sq_f16_t;
+typedef struct { float16x8_t val[4]; } float16x8x4_t; /* absent from SIMDe 0.7.4 */
 #else
 #if !defined(__aarch64__)
 #error "squat native kernels: build for aarch64, or define SQUAT_SIMDE (preset x86-simde) to emulate NEON"

@@ -93,6 +93,7 @@ class KernelLib:
             "squat_build_target": (C.c_char_p, []), "squat_cpu_features": (C.c_uint, []),
             "squat_igemm_count": (_sz, []), "squat_igemm_get": (C.POINTER(_IgemmHead), [_sz]),
             "squat_igemm_available": (C.c_int, [_sz]), "squat_igemm_default": (C.c_int, [C.c_char_p]),
+            "squat_igemm_default_m": (C.c_int, [C.c_char_p, _sz]),
             "squat_igemm_mr": (_sz, [_sz]), "squat_igemm_nr": (_sz, [_sz]), "squat_igemm_kr": (_sz, [_sz]),
             "squat_igemm_rhs_size": (_sz, [_sz, _sz, _sz]), "squat_igemm_lhs_size": (_sz, [_sz, _sz, _sz]),
             "squat_igemm_scratch_size": (_sz, [_sz, _sz, _sz, _sz]),
@@ -117,9 +118,6 @@ class KernelLib:
             "squat_fgemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_fgemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_fgemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz]),
-            "squat_quantize_group_f32": (C.c_float, [_sz, _sz, _vp, _sz, C.c_int, _vp, _sz]),
-            "squat_mixed_linear_f32": (C.c_int, [_sz, _sz, _sz, _vp, _sz, _vp, _vp, C.c_double, C.c_int, _vp,
-                                                 C.c_int, _vp, _vp, C.c_int, _vp, _sz, _vp, _vp]),
         }
         for name, (res, args) in sig.items():
             f = getattr(L, name)
@@ -139,11 +137,13 @@ class KernelLib:
                 bool(L.squat_fgemm_available(i)))
 
     # ---- selection -------------------------------------------------------------------------------------
-    def default(self, precision: str) -> KernelInfo:
-        """Fastest available kernel: 'w8a8', 'w4a8', 'w4a4' (integer) or 'fp32', 'fp16'."""
+    def default(self, precision: str, m: int | None = None) -> KernelInfo:
+        """Fastest available kernel: 'w8a8', 'w4a8', 'w4a4' (integer) or 'fp32', 'fp16'; with ``m = 1`` the decode
+        kernel (a GEMV reading the same packed weights) where there is one."""
         if precision in ("fp32", "fp16"):
-            return next(k for k in self.kernels.values() if k.precision == precision and k.available)
-        i = self.lib.squat_igemm_default(precision.encode())
+            cands = [k for k in self.kernels.values() if k.kind == "float" and k.precision == precision and k.available]
+            return next((k for k in cands if (k.mr == 1) == (m == 1)), cands[0])
+        i = self.lib.squat_igemm_default_m(precision.encode(), m or 0)
         if i < 0:
             raise RuntimeError(f"no available kernel for {precision}")
         return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
@@ -259,14 +259,7 @@ class KernelLib:
         self._ql_check(min(i, 0), "qlinear_kernel")
         return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
 
-    def qlinear(self, x: np.ndarray, packed: QLinearWeights, site, high=None, high_mask: np.ndarray | None = None,
-                kernel: str | KernelInfo | None = None, return_scales: bool = False):
-        """float32 [M, K] -> float32 [M, N] through squat_qlinear_run: ``site`` (and for token-adaptive inputs
-        ``high`` with a bool ``high_mask`` [M]) quantize the rows exactly as ``squat.export.ActSite.quantize``."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        m, k = x.shape
-        if k != packed.k:
-            raise ValueError(f"qlinear: x has {k} columns, the weights {packed.k}")
+    def _qlinear_act(self, m: int, site, high=None, high_mask=None):
         act = _QlinearAct()
         act.low = act_site_struct(site)
         mask = None
@@ -276,51 +269,46 @@ class KernelLib:
             act.high = act_site_struct(high)
             mask = np.ascontiguousarray(np.asarray(high_mask).reshape(m) != 0, dtype=np.uint8)
             act.high_mask = mask.ctypes.data
-        bits = max(act.low.bits, act.high.bits if mask is not None else 0)
+        return act, mask, max(act.low.bits, act.high.bits if mask is not None else 0)
+
+    def qlinear_runner(self, packed: QLinearWeights, m: int, site, high=None, high_mask=None,
+                       kernel: str | KernelInfo | None = None):
+        """Preallocated squat_qlinear_run closure x -> y for M rows (benchmarks: no allocation per call); its
+        ``.kernel`` names the kernel that runs."""
+        L = self.lib
+        act, mask, bits = self._qlinear_act(m, site, high, high_mask)
         if kernel is None:
-            ki = self.lib.squat_qlinear_kernel(_ptr(packed.data), m, max(2, min(8, bits)))
+            ki = L.squat_qlinear_kernel(_ptr(packed.data), m, max(2, min(8, bits)))
             self._ql_check(min(ki, 0), "qlinear")
         else:
             ki = self.get(kernel).index
-        ws = np.empty(max(1, self.lib.squat_qlinear_workspace_size(_ptr(packed.data), m)), np.uint8)
+        ws = np.empty(max(1, L.squat_qlinear_workspace_size(_ptr(packed.data), m)), np.uint8)
         y = np.empty((m, packed.n), np.float32)
         scales = np.empty(max(1, m), np.float32)
-        rc = self.lib.squat_qlinear_run_kernel(ki, _ptr(packed.data), m, _ptr(x), k, C.byref(act), _ptr(y), packed.n,
-                                               _ptr(ws), ws.size, _ptr(scales))
-        self._ql_check(rc, "qlinear")
-        return (y, scales[:m]) if return_scales else y
+        pb, pw, py, ps, k, n, run = _ptr(packed.data), _ptr(ws), _ptr(y), _ptr(scales), packed.k, packed.n, L.squat_qlinear_run_kernel
+        pact = C.byref(act)
 
-    # ---- quantization and mixed precision ---------------------------------------------------------------
-    def quantize_group(self, x: np.ndarray, qmax: int) -> tuple[np.ndarray, float]:
+        def call(x: np.ndarray, _keep=(act, mask, ws, scales)):
+            rc = run(ki, pb, m, x.ctypes.data, k, pact, py, n, pw, ws.size, ps)
+            if rc:
+                self._ql_check(rc, "qlinear")
+            return y
+
+        call.kernel = next(kk for kk in self.kernels.values() if kk.kind == "int" and kk.index == ki)
+        call.row_scales = scales
+        return call
+
+    def qlinear(self, x: np.ndarray, packed: QLinearWeights, site, high=None, high_mask: np.ndarray | None = None,
+                kernel: str | KernelInfo | None = None, return_scales: bool = False):
+        """float32 [M, K] -> float32 [M, N] through squat_qlinear_run: ``site`` (and for token-adaptive inputs
+        ``high`` with a bool ``high_mask`` [M]) quantize the rows exactly as ``squat.export.ActSite.quantize``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         m, k = x.shape
-        q = np.empty((m, k), np.int8)
-        s = self.lib.squat_quantize_group_f32(m, k, _ptr(x), k, int(qmax), _ptr(q), k)
-        return q, float(np.float32(s))
-
-    def mixed_linear(self, x: np.ndarray, packed8: PackedWeights, packed4: PackedWeights, w_scale: np.ndarray,
-                     ratio8: float = 0.5, importance: np.ndarray | None = None, mask8: np.ndarray | None = None):
-        """float32 [M, K] -> (y float32 [M, N], mask uint8 [M] (1 = 8-bit token), scales (s8, s4))."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        m, k = x.shape
-        n = packed8.n
-        assert packed4.n == n and packed8.k == k == packed4.k
-        if importance is None and mask8 is None:
-            raise ValueError("give importance or mask8")
-        imp = None if importance is None else np.ascontiguousarray(importance, dtype=np.float32).reshape(m)
-        msk = None if mask8 is None else np.ascontiguousarray(mask8, dtype=np.uint8).reshape(m)
-        ws = np.ascontiguousarray(np.asarray(w_scale, dtype=np.float32).reshape(-1))
-        per_ch = int(ws.size == n and n != 1)
-        y = np.empty((m, n), np.float32)
-        mask = np.empty(m, np.uint8)
-        scales = np.zeros(2, np.float32)
-        rc = self.lib.squat_mixed_linear_f32(m, n, k, _ptr(x), k, _ptr(imp), _ptr(msk), float(ratio8),
-                                             packed8.kernel.index, _ptr(packed8.data), packed4.kernel.index,
-                                             _ptr(packed4.data), _ptr(ws), per_ch, _ptr(y), n, _ptr(mask),
-                                             _ptr(scales))
-        if rc:
-            raise RuntimeError(f"squat_mixed_linear_f32 failed with code {rc}")
-        return y, mask, (float(scales[0]), float(scales[1]))
+        if k != packed.k:
+            raise ValueError(f"qlinear: x has {k} columns, the weights {packed.k}")
+        run = self.qlinear_runner(packed, m, site, high, high_mask, kernel)
+        y = run(x).copy()
+        return (y, run.row_scales[:m].copy()) if return_scales else y
 
 
 _LIBS: dict[str, KernelLib] = {}
