@@ -94,19 +94,24 @@ size_t squat_igemm_lhs_size(size_t i, size_t m, size_t k) { return g_igemm[i]->g
 size_t squat_igemm_scratch_size(size_t i, size_t m, size_t n, size_t k) { return g_igemm[i]->get_scratch_size(m, n, k); }
 void squat_igemm_pack_rhs(size_t i, size_t n, size_t k, const int8_t *w, size_t ws, void *rhs) { g_igemm[i]->pack_rhs(n, k, w, ws, rhs); }
 void squat_igemm_pack_lhs(size_t i, size_t m, size_t k, const int8_t *x, size_t xs, void *lhs) { g_igemm[i]->pack_lhs(m, k, x, xs, lhs); }
-void squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch) {
+size_t squat_igemm_max_k(size_t i) { return g_igemm[i]->max_k; }
+int squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch) {
+  if (g_igemm[i]->max_k && k > g_igemm[i]->max_k) return -1;
   g_igemm[i]->run_matmul(m, n, k, lhs, rhs, c, cs, scratch);
+  return 0;
 }
 size_t squat_igemm_workspace_size(size_t i, size_t m, size_t n, size_t k) {
   const squat_igemm_ukernel *u = g_igemm[i];
   return SQ_ROUND_UP(u->get_lhs_packed_size(m, k), 64) + u->get_scratch_size(m, n, k) + 64;
 }
-void squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
-                        size_t cs, void *workspace) {
+int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
+                       size_t cs, void *workspace) {
   const squat_igemm_ukernel *u = g_igemm[i];
+  if (u->max_k && k > u->max_k) return -1;
   uint8_t *lhs = workspace, *scr = lhs + SQ_ROUND_UP(u->get_lhs_packed_size(m, k), 64);
   u->pack_lhs(m, k, x, xs, lhs);
   u->run_matmul(m, n, k, lhs, rhs, c, cs, scr);
+  return 0;
 }
 
 size_t squat_fgemm_count(void) { return COUNT(g_fgemm); }

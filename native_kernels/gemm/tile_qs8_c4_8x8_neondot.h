@@ -51,12 +51,22 @@ SQ_ALWAYS_INLINE void sq_c4_loop_tail(const int R, size_t kp, const int8_t *a, s
 SQ_ALWAYS_INLINE void sq_q4_unpack_c4(size_t kp, const uint8_t *panel, int8_t *dst) {
   const int8_t *src = (const int8_t *)panel + 32;
   const int8x16_t m4 = vdupq_n_s8(0x0F), eight = vdupq_n_s8(8);
-  for (size_t b = 0; b < kp / 32; b++, src += 128, dst += 256)
-    for (int v = 0; v < 8; v++) {
-      const int8x16_t p = vld1q_s8(src + 16 * v);
-      vst1q_s8(dst + 16 * v, vsubq_s8(vandq_s8(p, m4), eight));
-      vst1q_s8(dst + 128 + 16 * v, vshrq_n_s8(p, 4));
+  for (size_t b = kp / 32; b; b--) { /* per 32 k: 2 loads, 24 unpack, 4 stores (ld1/st1 of four registers) */
+    const int8x16x4_t p0 = SQ_LD4_S8(src), p1 = SQ_LD4_S8(src);
+    int8x16x4_t l0, l1, h0, h1;
+    _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) {
+      l0.val[v] = vsubq_s8(vandq_s8(p0.val[v], m4), eight);
+      l1.val[v] = vsubq_s8(vandq_s8(p1.val[v], m4), eight);
     }
+    SQ_ST4_S8(dst, l0);
+    SQ_ST4_S8(dst, l1);
+    _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) {
+      h0.val[v] = vshrq_n_s8(p0.val[v], 4);
+      h1.val[v] = vshrq_n_s8(p1.val[v], 4);
+    }
+    SQ_ST4_S8(dst, h0);
+    SQ_ST4_S8(dst, h1);
+  }
 }
 
 /// One 8-column panel for the rows of one 8-row block (R = 8: the squat_ops tile; R < 8: a 4-row and single-row

@@ -67,24 +67,30 @@ SQ_ALWAYS_INLINE void sq_mm_block(size_t R, size_t kp, const int8_t *blk, const 
 
 /// 4-bit panel (pack_rhs_qs4_nxk_c4) -> the int8 c8 panel smmla reads: the c4 vectors of k-groups 2q and 2q+1
 /// interleave by 32-bit element into column pairs (zip1/zip2).
+/* One 8-k chunk from the c4 vectors of its two k-groups a[0..3] = (g,h0), (g,h1), (g+1,h0), (g+1,h1), stored as
+   the four column-pair vectors smmla reads. squat_ops.h order: each chunk's four results live only until stored. */
+#define SQ_C4_TO_C8_ST(dst, a0, a1, a2, a3)                                  \
+  {                                                                          \
+    int8x16_t o0_, o1_, o2_, o3_;                                            \
+    SQ_ZIP1_32(o0_, a0, a2); SQ_ZIP2_32(o1_, a0, a2); SQ_STP_S8(dst, o0_, o1_); \
+    SQ_ZIP1_32(o2_, a1, a3); SQ_ZIP2_32(o3_, a1, a3); SQ_STP_S8(dst, o2_, o3_); \
+  }
 SQ_ALWAYS_INLINE void sq_q4_unpack_c8(size_t kp, const uint8_t *panel, int8_t *dst) {
   const int8_t *src = (const int8_t *)panel + 32;
   const int8x16_t m4 = vdupq_n_s8(0x0F), eight = vdupq_n_s8(8);
-  for (size_t b = 0; b < kp / 32; b++, src += 128, dst += 256) {
-    int32x4_t v[2][4][2]; /* [lo/hi][g][h] as int8 c4 vectors */
-    for (int g = 0; g < 4; g++)
-      for (int h = 0; h < 2; h++) {
-        const int8x16_t p = vld1q_s8(src + 16 * (2 * g + h));
-        v[0][g][h] = vreinterpretq_s32_s8(vsubq_s8(vandq_s8(p, m4), eight));
-        v[1][g][h] = vreinterpretq_s32_s8(vshrq_n_s8(p, 4));
-      }
-    for (int half = 0; half < 2; half++)   /* k-groups 0-3 (low nibbles), 4-7 (high nibbles) */
-      for (int q = 0; q < 2; q++)          /* 8-k chunk: k-groups 2q, 2q+1 */
-        for (int h = 0; h < 2; h++) {      /* columns 4h..4h+3 */
-          int8_t *o = dst + (half * 2 + q) * 64 + h * 32;
-          vst1q_s8(o, vreinterpretq_s8_s32(vzip1q_s32(v[half][2 * q][h], v[half][2 * q + 1][h])));
-          vst1q_s8(o + 16, vreinterpretq_s8_s32(vzip2q_s32(v[half][2 * q][h], v[half][2 * q + 1][h])));
-        }
+  for (size_t b = kp / 32; b; b--) { /* per 32 k: 2 loads, 24 unpack, 16 zip, 8 stp */
+    const int8x16x4_t p0 = SQ_LD4_S8(src), p1 = SQ_LD4_S8(src);
+    const int8x16x4_t *pp[2] = {&p0, &p1};
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { /* k 0-7 / 8-15: low nibbles - 8 */
+      int8x16_t l[4];
+      _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) { SQ_AND(l[v], pp[h]->val[v], m4); SQ_SUB(l[v], l[v], eight); }
+      SQ_C4_TO_C8_ST(dst, l[0], l[1], l[2], l[3])
+    }
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { /* k 16-23 / 24-31: arithmetic high nibbles */
+      int8x16_t u[4];
+      _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) SQ_SSHR4(u[v], pp[h]->val[v]);
+      SQ_C4_TO_C8_ST(dst, u[0], u[1], u[2], u[3])
+    }
   }
 }
 

@@ -71,8 +71,9 @@ SQ_ALWAYS_INLINE void sq_ld_cols_s32(const int32_t *p, size_t nc, int32x4_t v[2]
 /// products; no bias: no add), so a tile costs 2 conversions + 2 multiplies + 1 store per row in the common case.
 SQ_ALWAYS_INLINE void sq_store_rows_nv(const int R, const int NV, const sq_out *o, size_t nc, int32x4_t acc[][2]) {
   if (!o->dequant) {
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) vst1q_s32(o->c + r * o->stride + 4 * v, acc[r][v]);
+    int32_t *c = o->c;
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++, c += o->stride)
+      _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) vst1q_s32(c + 4 * v, acc[r][v]);
     return;
   }
   if (o->any_zp) {
@@ -97,12 +98,13 @@ SQ_ALWAYS_INLINE void sq_store_rows_nv(const int R, const int NV, const sq_out *
     else t[0] = t[1] = vld1q_dup_f32(o->w_scale);
     float32x4_t b[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
     if (o->bias) sq_ld_cols_f32(o->bias, nc, b);
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+    float *y = o->y;
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++, y += o->stride) {
       const float sx = o->row_scale[r];
       _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {
-        float32x4_t y = vmulq_f32(f[r][v], vmulq_n_f32(t[v], sx));
-        if (o->bias) y = vaddq_f32(y, b[v]);
-        vst1q_f32(o->y + r * o->stride + 4 * v, y);
+        float32x4_t z = vmulq_f32(f[r][v], vmulq_n_f32(t[v], sx));
+        if (o->bias) z = vaddq_f32(z, b[v]);
+        vst1q_f32(y + 4 * v, z);
       }
     }
     return;
@@ -113,8 +115,9 @@ SQ_ALWAYS_INLINE void sq_store_rows_nv(const int R, const int NV, const sq_out *
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
       _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) f[r][v] = vaddq_f32(f[r][v], b[v]);
   }
-  _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-    _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) vst1q_f32(o->y + r * o->stride + 4 * v, f[r][v]);
+  float *y = o->y;
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; r++, y += o->stride)
+    _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) vst1q_f32(y + 4 * v, f[r][v]);
 }
 SQ_ALWAYS_INLINE void sq_store_rows(const int R, const sq_out *o, size_t nc, int32x4_t acc[][2]) {
   sq_store_rows_nv(R, 2, o, nc, acc);

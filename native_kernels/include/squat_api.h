@@ -28,12 +28,14 @@ size_t squat_igemm_lhs_size(size_t i, size_t m, size_t k);
 size_t squat_igemm_scratch_size(size_t i, size_t m, size_t n, size_t k);
 void squat_igemm_pack_rhs(size_t i, size_t n, size_t k, const int8_t *w, size_t ws, void *rhs);
 void squat_igemm_pack_lhs(size_t i, size_t m, size_t k, const int8_t *x, size_t xs, void *lhs);
-void squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch);
+/// Largest K kernel i computes exactly (0 = any): squat_igemm_run and squat_igemm_matmul refuse a larger K (-1).
+size_t squat_igemm_max_k(size_t i);
+int squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch);
 /// Bytes of the workspace squat_igemm_matmul needs (packed LHS + kernel scratch); any alignment is accepted.
 size_t squat_igemm_workspace_size(size_t i, size_t m, size_t n, size_t k);
-/// Convenience: pack_lhs + run_matmul in a caller-provided workspace (no allocation).
-void squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
-                        size_t cs, void *workspace);
+/// Convenience: pack_lhs + run_matmul in a caller-provided workspace (no allocation). 0, or -1 if k > max_k.
+int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
+                       size_t cs, void *workspace);
 
 size_t squat_fgemm_count(void);
 const squat_fgemm_ukernel *squat_fgemm_get(size_t i);

@@ -41,6 +41,16 @@
 #define SQ_AND(d, a, b) ((d) = vandq_s8((a), (b)))
 #define SQ_SSHR4(d, a) ((d) = vshrq_n_s8((a), 4))
 #define SQ_SHL4(d, a) ((d) = vshlq_n_s8((a), 4))
+#define SQ_ST4_S8(p, v)                                                                               \
+  do {                                                                                                \
+    int8_t *q_ = (int8_t *)(p);                                                                       \
+    vst1q_s8(q_, (v).val[0]); vst1q_s8(q_ + 16, (v).val[1]); vst1q_s8(q_ + 32, (v).val[2]); vst1q_s8(q_ + 48, (v).val[3]); \
+    (p) = (void *)(q_ + 64);                                                                          \
+  } while (0)
+#define SQ_STP_S8(p, a, b) do { vst1q_s8((int8_t *)(p), (a)); vst1q_s8((int8_t *)(p) + 16, (b)); (p) = (void *)((int8_t *)(p) + 32); } while (0)
+#define SQ_SUB(d, a, b) ((d) = vsubq_s8((a), (b)))
+#define SQ_ZIP1_32(d, a, b) ((d) = vreinterpretq_s8_s32(vzip1q_s32(vreinterpretq_s32_s8(a), vreinterpretq_s32_s8(b))))
+#define SQ_ZIP2_32(d, a, b) ((d) = vreinterpretq_s8_s32(vzip2q_s32(vreinterpretq_s32_s8(a), vreinterpretq_s32_s8(b))))
 #define SQ_SMULL_LO(d, a, b) ((d) = vmull_s8(vget_low_s8(a), vget_low_s8(b)))
 #define SQ_SMULL_HI(d, a, b) ((d) = vmull_high_s8((a), (b)))
 #define SQ_SADALP(acc, p) ((acc) = vpadalq_s16((acc), (p)))
@@ -60,6 +70,12 @@
 #define SQ_AND(d, a, b) __asm__ volatile("and %0.16b, %1.16b, %2.16b" : "=w"(d) : "w"(a), "w"(b))
 #define SQ_SSHR4(d, a) __asm__ volatile("sshr %0.16b, %1.16b, #4" : "=w"(d) : "w"(a))
 #define SQ_SHL4(d, a) __asm__ volatile("shl %0.16b, %1.16b, #4" : "=w"(d) : "w"(a))
+#define SQ_ST4_S8(p, v) do { vst1q_s8_x4((int8_t *)(p), (v)); (p) = (void *)((int8_t *)(p) + 64); } while (0)
+/* stp takes any two registers (st1 of a list needs consecutive ones, which costs moves to assemble) */
+#define SQ_STP_S8(p, a, b) __asm__ volatile("stp %q1, %q2, [%0], #32" : "+r"(p) : "w"(a), "w"(b) : "memory")
+#define SQ_SUB(d, a, b) __asm__ volatile("sub %0.16b, %1.16b, %2.16b" : "=w"(d) : "w"(a), "w"(b))
+#define SQ_ZIP1_32(d, a, b) __asm__ volatile("zip1 %0.4s, %1.4s, %2.4s" : "=w"(d) : "w"(a), "w"(b))
+#define SQ_ZIP2_32(d, a, b) __asm__ volatile("zip2 %0.4s, %1.4s, %2.4s" : "=w"(d) : "w"(a), "w"(b))
 #define SQ_SMULL_LO(d, a, b) __asm__ volatile("smull %0.8h, %1.8b, %2.8b" : "=w"(d) : "w"(a), "w"(b))
 #define SQ_SMULL_HI(d, a, b) __asm__ volatile("smull2 %0.8h, %1.16b, %2.16b" : "=w"(d) : "w"(a), "w"(b))
 #define SQ_SADALP(acc, p) __asm__ volatile("sadalp %0.4s, %1.8h" : "+w"(acc) : "w"(p))

@@ -6,6 +6,7 @@
 /// Positions beyond K are zero in both forms.
 #include <string.h>
 #include "squat_pack.h"
+#include "squat_ops.h"
 #include "squat_quant.h"
 
 /* One activation row as a source of 16-element int8 chunks. FL (a constant after inlining) selects floats. */
@@ -17,13 +18,13 @@ typedef struct sq_row_src {
   int zp, clamp; /* the row's site needs the zero-point add / the [qmin, qmax] clamp (else saturation does it) */
 } sq_row_src;
 
-/* q = clamp(round(x / s) + zp) for 16 floats, skipping the add for zp = 0 and the clamp for the full int8 grid
-   (the saturating narrow already gives it): ZP and CL are constants of the specialised loop. */
-SQ_ALWAYS_INLINE int8x16_t sq_q16(const int ZP, const int CL, const float *x, const sq_qparams *p) {
-  const int32x4_t a = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(x), p->s));
-  const int32x4_t b = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(x + 4), p->s));
-  const int32x4_t c = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(x + 8), p->s));
-  const int32x4_t d = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(x + 12), p->s));
+/* q = clamp(round(x / s) + zp) for 16 floats (already loaded), skipping the add for zp = 0 and the clamp for the
+   full int8 grid (the saturating narrow already gives it): ZP and CL are constants of the specialised loop. */
+SQ_ALWAYS_INLINE int8x16_t sq_q16v(const int ZP, const int CL, const float32x4x4_t x, const sq_qparams *p) {
+  const int32x4_t a = vcvtnq_s32_f32(vdivq_f32(x.val[0], p->s));
+  const int32x4_t b = vcvtnq_s32_f32(vdivq_f32(x.val[1], p->s));
+  const int32x4_t c = vcvtnq_s32_f32(vdivq_f32(x.val[2], p->s));
+  const int32x4_t d = vcvtnq_s32_f32(vdivq_f32(x.val[3], p->s));
   int16x8_t lo = vqmovn_high_s32(vqmovn_s32(a), b), hi = vqmovn_high_s32(vqmovn_s32(c), d);
   if (ZP) { lo = vqaddq_s16(lo, p->zp); hi = vqaddq_s16(hi, p->zp); }
   const int8x16_t q = vqmovn_high_s16(vqmovn_s16(lo), hi);
@@ -64,10 +65,21 @@ SQ_ALWAYS_INLINE void sq_st_chunk(const int KC, int8_t *d, size_t step, int8x16_
   if (KC == 16) vst1q_s8(d, q);
   else { vst1_s8(d, vget_low_s8(q)); vst1_s8(d + step / 2, vget_high_s8(q)); }
 }
+/* 32 floats per iteration (two ld1 of four registers): 1.1 instructions per activation for the 8-bit grid */
 SQ_ALWAYS_INLINE size_t sq_full_chunks_v(const int ZP, const int CL, const int KC, const sq_row_src *s, int8_t *d,
                                          size_t step) {
-  size_t l = 0;
-  for (; l + 16 <= s->k; l += 16, d += step) sq_st_chunk(KC, d, step, sq_q16(ZP, CL, s->xf + l, &s->p));
+  const float *x = s->xf;
+  for (size_t n = s->k / 32; n; n--) {
+    const float32x4x4_t x0 = SQ_LD4_F32(x), x1 = SQ_LD4_F32(x);
+    sq_st_chunk(KC, d, step, sq_q16v(ZP, CL, x0, &s->p));
+    sq_st_chunk(KC, d + step, step, sq_q16v(ZP, CL, x1, &s->p));
+    d += 2 * step;
+  }
+  size_t l = s->k / 32 * 32;
+  if (l + 16 <= s->k) {
+    sq_st_chunk(KC, d, step, sq_q16v(ZP, CL, SQ_LD4_F32(x), &s->p));
+    l += 16;
+  }
   return l;
 }
 SQ_ALWAYS_INLINE size_t sq_full_chunks(const int FL, const int KC, const sq_row_src *s, int8_t *d, size_t step) {

@@ -1,5 +1,5 @@
 /* Executed-instruction profile for qemu-aarch64 (TCG plugin API v1): like insncount.c, but the count is kept per
-   translated block, and at exit "vaddr instructions" lines (one per block start address, retranslations summed)
+   translated block, and at exit "vaddr length instructions" lines (one per block start address, retranslations summed)
    are written to the file named by the plugin argument out=PATH. squat.kernels.disasm maps the addresses to
    functions and to the kernels' inner loops, which gives the per-operation breakdown in docs/kernels.md.
    Usage: qemu-aarch64 -cpu cortex-a76 -plugin libinsnprof.so,out=/tmp/p.txt ./prog */
@@ -12,7 +12,7 @@
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 typedef struct tb_count {
-  uint64_t vaddr, insns; /* insns: executions x block length, added inline */
+  uint64_t vaddr, len, insns; /* insns: executions x block length (len instructions), added inline */
 } tb_count;
 
 /* Counters live in fixed chunks (the inline add keeps a pointer to its counter, so nothing may move). */
@@ -36,6 +36,7 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
   }
   tb_count *c = &g_chunks->c[g_chunks->n++];
   c->vaddr = qemu_plugin_tb_vaddr(tb);
+  c->len = qemu_plugin_tb_n_insns(tb);
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &c->insns, qemu_plugin_tb_n_insns(tb));
 }
 
@@ -43,10 +44,10 @@ static void at_exit(qemu_plugin_id_t id, void *p) {
   (void)id; (void)p;
   FILE *f = fopen(g_path, "w");
   if (!f) return;
-  fprintf(f, "# vaddr insns\n");
+  fprintf(f, "# vaddr len insns\n");
   for (chunk *c = g_chunks; c; c = c->next)
     for (size_t i = 0; i < c->n; i++)
-      if (c->c[i].insns) fprintf(f, "%" PRIx64 " %" PRIu64 "\n", c->c[i].vaddr, c->c[i].insns);
+      if (c->c[i].insns) fprintf(f, "%" PRIx64 " %" PRIu64 " %" PRIu64 "\n", c->c[i].vaddr, c->c[i].len, c->c[i].insns);
   fclose(f);
 }
 

@@ -99,9 +99,10 @@ class KernelLib:
             "squat_igemm_scratch_size": (_sz, [_sz, _sz, _sz, _sz]),
             "squat_igemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_igemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
-            "squat_igemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
+            "squat_igemm_run": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
+            "squat_igemm_max_k": (_sz, [_sz]),
             "squat_igemm_workspace_size": (_sz, [_sz, _sz, _sz, _sz]),
-            "squat_igemm_matmul": (None, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz, _vp]),
+            "squat_igemm_matmul": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz, _vp]),
             "squat_qlinear_strerror": (C.c_char_p, [C.c_int]),
             "squat_qlinear_packed_size": (_sz, [_sz, _sz, C.c_int, C.c_uint]),
             "squat_qlinear_pack": (C.c_int, [_sz, _sz, C.c_int, _vp, _sz, _vp, C.c_int, _vp, C.c_uint, _vp]),
@@ -184,8 +185,10 @@ class KernelLib:
                 raise ValueError(f"{ki.name}: activations must lie in [{-lim}, {lim - 1}]")
             c = np.empty((m, packed.n), np.int32)
             ws = np.empty(self.lib.squat_igemm_workspace_size(ki.index, m, packed.n, k), np.uint8)
-            self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n,
-                                        _ptr(ws))
+            if self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n,
+                                           _ptr(ws)):
+                raise ValueError(f"{ki.name} computes K <= {self.lib.squat_igemm_max_k(ki.index)} exactly, got K = {k}: "
+                                 "use gemm_qs8_qs4_1x8c4_neondot (no K limit) or squat_qlinear_run, which picks it")
             return c
         dt = np.float32 if ki.precision == "fp32" else np.float16
         x = np.ascontiguousarray(x, dtype=dt)

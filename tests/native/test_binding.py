@@ -80,3 +80,29 @@ def test_pack_rejects_out_of_range(lib):
         lib.pack_weights(lib.default("w4a8"), np.full((2, 2), 8, np.int8))
     with pytest.raises(ValueError):
         lib.matmul(np.full((1, 2), 9, np.int8), lib.pack_weights("gemm_qs4_qs4x2_mkmp_4x8_neon", np.zeros((2, 2), np.int8)))
+
+
+@pytest.mark.parametrize("m", [1, 8])
+def test_every_kernel_at_k_2_pow_17(lib, m):
+    """K >= 2^17, where the old x16 trick of the 4-bit decode path overflowed (M=1, N=8, K=131072, x=-128, w=-8
+    gave -134217728 instead of 134217728): every integer kernel, extreme and mixed values, against int64."""
+    k = 131072
+    rng = np.random.default_rng(m)
+    for ki in lib.kernels.values():
+        if ki.kind != "int" or not ki.available:
+            continue
+        xa, wa = (128 if ki.act_bits == 8 else 8), (128 if ki.weight_bits == 8 else 8)
+        for x, w in ((np.full((m, k), -xa, np.int8), np.full((8, k), -wa, np.int8)),
+                     (rng.choice([-xa, xa - 1], (m, k)).astype(np.int8), rng.choice([-wa, wa - 1], (9, k)).astype(np.int8))):
+            assert np.array_equal(lib.matmul(x, lib.pack_weights(ki, w)), int_gemm_ref(x, w)), ki.name
+    x, w = np.full((1, k), -128, np.int8), np.full((8, k), -8, np.int8)
+    assert (lib.matmul(x, lib.pack_weights(lib.default("w4a8", 1), w)) == 134217728).all()
+
+
+def test_k_limit_is_refused_with_the_limit_named(lib):
+    """The W4A4 decode kernel is exact for K <= 2^20 (|16 C| < 2^31); a larger K is refused, never wrapped."""
+    ki = lib.get("gemm_qs4_qs4_1x8c4_neondot")
+    k = (1 << 20) + 32
+    w = np.zeros((8, k), np.int8)
+    with pytest.raises(ValueError, match=r"K <= 1048576"):
+        lib.matmul(np.zeros((1, k), np.int8), lib.pack_weights(ki, w))
