@@ -21,9 +21,31 @@
 
 #if defined(SQUAT_SIMDE)
 #define SQ_LD1_S8(p) ({ const int8x16_t v_ = vld1q_s8((const int8_t *)(p)); (p) = (void *)((const int8_t *)(p) + 16); v_; })
-#define SQ_LD2_S8(p) ({ const int8x16x2_t v_ = vld1q_s8_x2((const int8_t *)(p)); (p) = (void *)((const int8_t *)(p) + 32); v_; })
-#define SQ_LD4_S8(p) ({ const int8x16x4_t v_ = vld1q_s8_x4((const int8_t *)(p)); (p) = (void *)((const int8_t *)(p) + 64); v_; })
-#define SQ_LD4_F32(p) ({ const float32x4x4_t v_ = vld1q_f32_x4((const float *)(p)); (p) = (void *)((const float *)(p) + 16); v_; })
+/* x2/x4 loads as single-vector loads: SIMDe 0.7.4's vld1q_*_x4 copies byte by byte */
+#define SQ_LD2_S8(p)                                                                                               \
+  ({                                                                                                               \
+    int8x16x2_t v_;                                                                                                \
+    const int8_t *q_ = (const int8_t *)(p);                                                                        \
+    v_.val[0] = vld1q_s8(q_); v_.val[1] = vld1q_s8(q_ + 16);                                                       \
+    (p) = (void *)(q_ + 32);                                                                                       \
+    v_;                                                                                                            \
+  })
+#define SQ_LD4_S8(p)                                                                                               \
+  ({                                                                                                               \
+    int8x16x4_t v_;                                                                                                \
+    const int8_t *q_ = (const int8_t *)(p);                                                                        \
+    v_.val[0] = vld1q_s8(q_); v_.val[1] = vld1q_s8(q_ + 16); v_.val[2] = vld1q_s8(q_ + 32); v_.val[3] = vld1q_s8(q_ + 48); \
+    (p) = (void *)(q_ + 64);                                                                                       \
+    v_;                                                                                                            \
+  })
+#define SQ_LD4_F32(p)                                                                                              \
+  ({                                                                                                               \
+    float32x4x4_t v_;                                                                                              \
+    const float *q_ = (const float *)(p);                                                                          \
+    v_.val[0] = vld1q_f32(q_); v_.val[1] = vld1q_f32(q_ + 4); v_.val[2] = vld1q_f32(q_ + 8); v_.val[3] = vld1q_f32(q_ + 12); \
+    (p) = (void *)(q_ + 16);                                                                                       \
+    v_;                                                                                                            \
+  })
 #define SQ_LD1_F16(p) ({ const float16x8_t v_ = vld1q_f16((const sq_f16_t *)(p)); (p) = (void *)((const sq_f16_t *)(p) + 8); v_; })
 #define SQ_LD4_F16(p)                                                                                              \
   ({                                                                                                               \

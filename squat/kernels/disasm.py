@@ -7,7 +7,8 @@ in the whole kernel. MACs are useful GEMM multiply-accumulates: ``fmla .8h`` 8, 
 ``smmla`` 32, ``smull/smlal`` 8 (``.8h``) or 4 (``.4s``), times a per-kernel factor for MKMP, whose 16-bit
 lanes carry two 4-bit weights (x2) and whose W4A8 form needs two passes (x1).
 
-    python -m squat.kernels.disasm          # the table in docs/kernels.md
+    python -m squat.kernels.disasm              # the inner-loop table in docs/kernels.md
+    python -m squat.kernels.disasm --breakdown  # + where each row's instructions go, per LLaMA-58M token
 """
 from __future__ import annotations
 
@@ -145,13 +146,51 @@ def markdown(stats: list[KernelStat]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def token_breakdown(labels=("FP16", "W8A8", "W4A8", "W4A4"), ms=(128, 1), cpu: str = "cortex-a76",
+                    build_dir: Path | None = None) -> dict:
+    """{M: {label: {part: instructions per token}}} over the LLaMA-58M linears (squat.kernels.bench shapes)."""
+    from squat.kernels.bench import LLAMA58M_LAYER, LLAMA58M_LAYERS, _bench_args, variants
+
+    out: dict = {}
+    for m in ms:
+        for lab in labels:
+            tot: dict[str, float] = {}
+            shapes: dict[tuple[int, int], int] = {}
+            for _, n, k in LLAMA58M_LAYER:
+                shapes[(n, k)] = shapes.get((n, k), 0) + 1
+            for (n, k), times in shapes.items():
+                args = _bench_args(variants()[lab]) + ["-m", str(m), "-n", str(n), "-k", str(k)]
+                for part, c in call_breakdown(args, cpu, build_dir).items():
+                    tot[part] = tot.get(part, 0) + c * times * LLAMA58M_LAYERS / m
+            out.setdefault(str(m), {})[lab] = tot
+    return out
+
+
+def breakdown_markdown(bd: dict, cpu: str) -> str:
+    lines = []
+    for m, rows in bd.items():
+        parts = sorted({p for r in rows.values() for p in r}, key=lambda p: (p != "inner MAC loop", p))
+        lines += [f"\n#### Where the instructions go, qemu-aarch64 -cpu {cpu}, M = {m} (Minsn per token, LLaMA-58M)\n",
+                  "| path | " + " | ".join(parts) + " | total |", "|---|" + "---:|" * (len(parts) + 1)]
+        for lab, r in rows.items():
+            tot = sum(r.values())
+            cells = [f"{r.get(p, 0) / 1e6:.3f} ({100 * r.get(p, 0) / tot:.0f}%)" for p in parts]
+            lines.append(f"| {lab} | " + " | ".join(cells) + f" | {tot / 1e6:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m squat.kernels.disasm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--build-dir", help="an aarch64-cross output dir (default: build it into the cache)")
+    ap.add_argument("--breakdown", action="store_true", help="also profile LLaMA-58M per token by part under qemu")
+    ap.add_argument("--cpu", default="cortex-a76")
     a = ap.parse_args(argv)
-    print(markdown(kernel_stats(Path(a.build_dir) if a.build_dir else None)), end="")
+    bdir = Path(a.build_dir) if a.build_dir else None
+    print(markdown(kernel_stats(bdir)), end="")
+    if a.breakdown:
+        print(breakdown_markdown(token_breakdown(cpu=a.cpu, build_dir=bdir), a.cpu), end="")
     return 0
 
 
@@ -171,7 +210,7 @@ def _symbols(exe: Path) -> list[tuple[int, str]]:
     return syms
 
 
-def _tb_profile(exe: Path, plugin: Path, cpu: str, args: list[str], reps: int, tmp: Path) -> dict[int, int]:
+def _tb_profile(exe: Path, plugin: Path, cpu: str, args: list[str], reps: int, tmp: Path) -> dict[tuple[int, int], int]:
     import platform
 
     out = tmp / f"prof{reps}.txt"
@@ -179,10 +218,11 @@ def _tb_profile(exe: Path, plugin: Path, cpu: str, args: list[str], reps: int, t
     if shutil.which("setarch"):
         cmd = ["setarch", platform.machine(), "-R", *cmd]
     subprocess.run(cmd, capture_output=True, text=True, check=True)
-    prof: dict[int, int] = {}
+    prof: dict[tuple[int, int], int] = {}  # (block start, block length) -> executed instructions
     for line in out.read_text().splitlines()[1:]:
-        a, n = line.split()
-        prof[int(a, 16)] = prof.get(int(a, 16), 0) + int(n)
+        a, n, c = line.split()
+        key = (int(a, 16), int(n))
+        prof[key] = prof.get(key, 0) + int(c)
     return prof
 
 
@@ -213,15 +253,20 @@ def call_breakdown(args: list[str], cpu: str = "cortex-a76", build_dir: Path | N
                 loop_ranges.append((insns[a][0], insns[b][0]))
     mac_funcs = {name for name, insns in funcs.items() if any(insn_macs(mn, ops) for _, mn, ops in insns)}
     parts: dict[str, int] = {}
-    for addr in set(p1) | set(p2):
-        n = p2.get(addr, 0) - p1.get(addr, 0)
+    for addr, length in set(p1) | set(p2):
+        n = p2.get((addr, length), 0) - p1.get((addr, length), 0)
         if not n:
             continue
         i = bisect.bisect_right(starts, addr) - 1
         name = syms[i][1] if i >= 0 else "?"
-        if any(lo <= addr <= hi for lo, hi in loop_ranges):
-            part = "inner MAC loop"
-        elif name in mac_funcs:
+        # a block can run into a loop from the code before it: its instructions inside the loop count as loop
+        inside = max((min(addr + 4 * length, hi + 4) - max(addr, lo)) // 4 for lo, hi in loop_ranges + [(0, -4)])
+        if inside > 0:
+            parts["inner MAC loop"] = parts.get("inner MAC loop", 0) + n // length * inside
+            n -= n // length * inside
+            if not n:
+                continue
+        if name in mac_funcs:
             part = "kernel: tile set-up, unpacking, stores / dequantization"
         elif name.startswith("pack_lhs") or name.startswith("sq_quant") or name == "pack_lhs_quant":
             part = "activations: quantize + pack (fp32 in)" if "--qlinear" in args else "activations: pack"
