@@ -166,10 +166,17 @@ def token_breakdown(labels=("FP16", "W8A8", "W4A8", "W4A4"), ms=(128, 1), cpu: s
     return out
 
 
+_MERGE = {"activations: pack": "activations in: fp16 copy / fp32 quantize + pack",
+          "activations: quantize + pack (fp32 in)": "activations in: fp16 copy / fp32 quantize + pack"}
+_ORDER = ["inner MAC loop", "kernel: tile set-up, unpacking, stores / dequantization",
+          "activations in: fp16 copy / fp32 quantize + pack", "call: checks, workspace, kernel choice", "other"]
+
+
 def breakdown_markdown(bd: dict, cpu: str) -> str:
     lines = []
     for m, rows in bd.items():
-        parts = sorted({p for r in rows.values() for p in r}, key=lambda p: (p != "inner MAC loop", p))
+        rows = {lab: _merged(r) for lab, r in rows.items()}
+        parts = [p for p in _ORDER if any(r.get(p) for r in rows.values())]
         lines += [f"\n#### Where the instructions go, qemu-aarch64 -cpu {cpu}, M = {m} (Minsn per token, LLaMA-58M)\n",
                   "| path | " + " | ".join(parts) + " | total |", "|---|" + "---:|" * (len(parts) + 1)]
         for lab, r in rows.items():
@@ -177,6 +184,14 @@ def breakdown_markdown(bd: dict, cpu: str) -> str:
             cells = [f"{r.get(p, 0) / 1e6:.3f} ({100 * r.get(p, 0) / tot:.0f}%)" for p in parts]
             lines.append(f"| {lab} | " + " | ".join(cells) + f" | {tot / 1e6:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _merged(r: dict) -> dict:
+    out: dict = {}
+    for p, v in r.items():
+        key = _MERGE.get(p, "other" if p.startswith("other") else p)
+        out[key] = out.get(key, 0) + v
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
         print(breakdown_markdown(token_breakdown(cpu=a.cpu, build_dir=bdir), a.cpu), end="")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 # ---------------------------------------------------------------- where a call's instructions go (qemu profile)
@@ -276,3 +288,7 @@ def call_breakdown(args: list[str], cpu: str = "cortex-a76", build_dir: Path | N
             part = f"other ({name})"
         parts[part] = parts.get(part, 0) + n
     return parts
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
