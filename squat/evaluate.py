@@ -14,8 +14,8 @@ from transformers import AutoTokenizer
 from squat.config import CONF_DIR, EvalConfig, register_configs
 from squat.data import TextDataModule
 from squat.data.datamodule import ContiguousChunks, cached_tokens
-from squat.data.sources import eval_domains, load_texts
-from squat.eval.blimp import evaluate_blimp, line_bits_per_byte
+from squat.data.sources import eval_domains
+from squat.eval.blimp import eval_lines, evaluate_blimp, line_bits_per_byte
 from squat.eval.perplexity import NLLMeter, score
 from squat.quant.prepare import load_quantized
 from squat.utils import task_wrapper, to_typed
@@ -39,10 +39,7 @@ def run_eval(ec: EvalConfig) -> dict:
     for name, m in meters.items():
         res.update({f"val_{name}/{k}": v for k, v in m.compute().items()})
     if ec.line_eval_max_lines:
-        _, val_docs = load_texts(ec.data)
-        segs = [seg for doc in val_docs for seg in doc]
-        step = max(1, len(segs) // ec.line_eval_max_lines)
-        res.update({f"val_lines/{k}": v for k, v in line_bits_per_byte(model, tok, segs[::step][: ec.line_eval_max_lines]).items()})
+        res.update({f"val_lines/{k}": v for k, v in line_bits_per_byte(model, tok, eval_lines(ec.data, ec.line_eval_max_lines)).items()})
     if ec.blimp_dir:
         res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, tok, ec.blimp_dir, ec.blimp_max_pairs).items()})
     out = Path(ec.output_dir)

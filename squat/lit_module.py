@@ -110,9 +110,10 @@ class SquatLitModule(L.LightningModule):
         )
         ent = entropy_loss(handle.record.stacked("q"), handle.record.stacked("k"), form=m.entropy_form) if need_qk else None
         dist = None
-        if need_maps:
-            t_maps = torch.stack([a.float() for a in outs[0].attentions])
-            dist = distribution_loss(handle.record.stacked("maps"), t_maps, form=m.distribution_form)
+        if need_maps:  # both maps come from a causally masked softmax: nothing to zero, nothing to stack
+            rec = handle.record.maps
+            dist = distribution_loss([rec[i] for i in sorted(rec)], outs[0].attentions, form=m.distribution_form,
+                                     causal=False)
         if handle is not None:
             handle.record.clear()
         return total_loss(d, ent, dist, r_entropy=m.r_entropy, r_distribution=m.r_distribution)

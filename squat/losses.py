@@ -35,6 +35,11 @@ def _stack(x: Stacked) -> Tensor:
     return x if isinstance(x, Tensor) else torch.stack(tuple(x))
 
 
+def _layers(x: Stacked) -> Sequence[Tensor]:
+    """Per-layer tensors without a copy: attention maps are the largest tensors of a step, so they are not stacked."""
+    return x.unbind(0) if isinstance(x, Tensor) else tuple(x)
+
+
 # --------------------------------------------------------------------------------------------------
 # Distillation
 # --------------------------------------------------------------------------------------------------
@@ -77,10 +82,10 @@ def distillation_loss(
         raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(student_logits.shape)}")
 
     valid = labels != IGNORE_INDEX
-    # Select valid rows first: the V-wide softmaxes are only computed where they count.
-    s = student_logits[valid].float()  # [N, V]
-    t = teacher_logits[valid].float()
-    y = labels[valid]
+    if bool(valid.all()):  # training chunks: no padding, so no boolean gather of the V-wide rows
+        s, t, y = student_logits.flatten(0, -2).float(), teacher_logits.flatten(0, -2).float(), labels.flatten()
+    else:  # select valid rows first: the V-wide softmaxes are only computed where they count
+        s, t, y = student_logits[valid].float(), teacher_logits[valid].float(), labels[valid]  # [N, V]
     n = max(int(y.numel()), 1)  # a batch with no valid token yields zeros, not NaN
 
     ce = F.cross_entropy(s, y, reduction="sum") / n
@@ -193,38 +198,34 @@ def distribution_loss(
     left out of the mean (a batch with no valid row gives 0); in the paper form they simply add
     nothing to the dot product. No division by zero happens in the forward or backward pass.
     """
-    a = _stack(student_maps).float()
-    b = _stack(teacher_maps).float()
-    if a.shape != b.shape:
-        raise ValueError(f"map shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if causal:
-        keep = _causal_keep(a.shape[-2], a.shape[-1], a.device)
-        a = a * keep
-        b = b * keep
-
-    if form == "corrected":
-        dot = (a * b).sum(-1)  # [L, B, H, T]
-        na2 = (a * a).sum(-1)
-        nb2 = (b * b).sum(-1)
+    if form not in ("corrected", "paper"):
+        raise ValueError(f"form must be 'corrected' or 'paper', got {form!r}")
+    student, teacher = _layers(student_maps), _layers(teacher_maps)
+    if len(student) != len(teacher):
+        raise ValueError(f"{len(student)} student layers vs {len(teacher)} teacher layers")
+    total = valid_rows = 0
+    for a, b in zip(student, teacher):  # one layer [B, H, T, S] at a time
+        a, b = a.float(), b.float()
+        if a.shape != b.shape:
+            raise ValueError(f"map shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        if causal:
+            keep = _causal_keep(a.shape[-2], a.shape[-1], a.device)
+            a, b = a * keep, b * keep
+        if form == "paper":
+            a, b = a.flatten(-2), b.flatten(-2)  # cosine over the whole T x S map of each (batch, head)
+        dot, na2, nb2 = (a * b).sum(-1), (a * a).sum(-1), (b * b).sum(-1)
         valid = (na2 > 0) & (nb2 > 0)
         # sqrt of a product that is 1 on invalid rows: no 0/0 and no sqrt'(0) in backward.
         denom = torch.sqrt(torch.where(valid, na2 * nb2, torch.ones_like(na2)))
         cos = torch.where(valid, dot / denom, torch.zeros_like(dot))
-        # mean of (1 - cos) over valid rows == 1 - mean cos; 0 when there is no valid row.
-        return (valid.to(cos.dtype) - cos).sum() / valid.sum().clamp_min(1)
-
-    if form == "paper":
-        af = a.flatten(-2)  # [L, B, H, T*S]
-        bf = b.flatten(-2)
-        dot = (af * bf).sum(-1)
-        na2 = (af * af).sum(-1)
-        nb2 = (bf * bf).sum(-1)
-        valid = (na2 > 0) & (nb2 > 0)
-        denom = torch.sqrt(torch.where(valid, na2 * nb2, torch.ones_like(na2)))
-        cos = torch.where(valid, dot / denom, torch.zeros_like(dot))  # [L, B, H]
-        return torch.log(cos.mean(dim=1).sum())
-
-    raise ValueError(f"form must be 'corrected' or 'paper', got {form!r}")
+        if form == "corrected":  # mean of (1 - cos) over valid rows == 1 - mean cos; 0 without a valid row
+            total = total + (valid.to(cos.dtype) - cos).sum()
+            valid_rows = valid_rows + valid.sum()
+        else:
+            total = total + cos.mean(dim=0).sum()  # sum over heads of the batch-mean cosine
+    if form == "corrected":
+        return total / torch.as_tensor(valid_rows).clamp_min(1)
+    return torch.log(total)
 
 
 # --------------------------------------------------------------------------------------------------

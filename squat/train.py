@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from squat.config import CONF_DIR, RunConfig, Stage, TrainData, register_configs
-from squat.callbacks import KernelBenchmark
+from squat.callbacks import FinalEvaluation, KernelBenchmark
 from squat.callbacks.kernel_benchmark import kernel_headline
 from squat.data import TextDataModule
 from squat.data.teacher_samples import teacher_samples
@@ -127,6 +127,8 @@ def run(cfg: DictConfig) -> dict:
         "output_dir": str(out),
     }
     for cb in trainer.callbacks:
+        if isinstance(cb, FinalEvaluation):
+            summary.update(cb.result)
         if isinstance(cb, KernelBenchmark) and cb.result:
             summary["kernel"] = kernel_headline(cb.result)
     print("\n" + write_summary(out, summary))

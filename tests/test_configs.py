@@ -14,7 +14,8 @@ GROUPS = ["data", "model", "stage", "quant", "method", "trainer", "logger", "cal
           "hparams_search", "launcher"]
 # Groups whose options need an optional Hydra plugin (pip install -e ".[sweep]").
 PLUGINS = {("hparams_search", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
-           ("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher"}
+           ("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+           ("launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher"}
 
 
 def options(group: str) -> list[str]:

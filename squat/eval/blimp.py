@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from squat.data.sources import load_texts
+
 
 @torch.no_grad()
 def sentence_logprobs(model, tokenizer, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -39,6 +41,16 @@ def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 64)
     n_tok = sum(len(tokenizer(l, add_special_tokens=False)["input_ids"]) for l in lines)
     n_bytes = sum(len(l.encode("utf-8")) for l in lines)
     return {"bpb": nll / math.log(2) / n_bytes, "ppl": math.exp(nll / n_tok), "lines": len(lines)}
+
+
+def eval_lines(data_cfg, n: int | None) -> list[str]:
+    """Every k-th line of the eval split, ``n`` of them (all with ``n=None``): each is scored alone, after EOS. Blank
+    lines are kept here and skipped by the scorer, as ``squat-eval`` does."""
+    _, val_docs = load_texts(data_cfg)
+    segs = [seg for doc in val_docs for seg in doc]
+    if n is None:
+        return segs
+    return segs[:: max(1, len(segs) // n)][:n]
 
 
 def evaluate_blimp(model, tokenizer, blimp_dir: str | Path, max_pairs: int | None = None,

@@ -2,7 +2,7 @@
 
 Every quantizer maps a float tensor to its fake-quantized value ``x_hat = (q - z) * s`` with integer ``q``
 and ``z``, and exposes the same decomposition through :meth:`Quantizer.int_repr` so that integer export
-reproduces the training-time forward bit for bit (both go through ``_quantize``).
+reproduces the training-time forward bit for bit (both go through ``_grid``).
 
 Conventions shared by all quantizers:
 
@@ -78,6 +78,44 @@ def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return _GradScale.apply(x, g)
 
 
+class _FakeQuant(torch.autograd.Function):
+    """``x_hat = (clamp(round(x / s) + z, lo, hi) - z) * s`` in one node, with the gradients autograd would give the
+    same expression with a straight-through round (LSQ/LSQ+): ``x`` inside the clip range; ``s``: ``round(x/s) - x/s``
+    inside, ``q - z`` outside; ``z``: 0 inside, ``-s`` outside. The forward works in place on two fresh buffers and
+    keeps only ``d x_hat / d s`` and the inside mask for the backward: on CPU the allocations and passes of six
+    separate autograd ops (and twice that backward) cost more than the matmuls they feed."""
+
+    @staticmethod
+    def forward(ctx, x, s, z, lo, hi):
+        t = x / s
+        q = torch.round(t)
+        has_z = torch.is_tensor(z) or z != 0
+        if has_z:
+            q.add_(z)
+        inside = (q >= lo).logical_and_(q <= hi)
+        q.clamp_(lo, hi)
+        if has_z:
+            q.sub_(z)
+        ds = t.mul_(inside).neg_().add_(q)  # q - z - t inside, q - z outside
+        ctx.save_for_backward(ds, inside, s)
+        ctx.z_shape = z.shape if torch.is_tensor(z) else None
+        return q.mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        ds, inside, s = ctx.saved_tensors
+        gx = g * inside
+        gs = (g * ds).sum_to_size(s.shape) if ctx.needs_input_grad[1] else None
+        gz = ((gx - g) * s).sum_to_size(ctx.z_shape) if ctx.z_shape is not None and ctx.needs_input_grad[2] else None
+        return gx, gs, gz, None, None
+
+
+def fake_quant(x: torch.Tensor, s: torch.Tensor, z, lo, hi) -> torch.Tensor:
+    """``(clamp(round(x / s) + z, lo, hi) - z) * s`` with straight-through rounding, as one autograd node; equal bit
+    for bit to the unfused expression. ``z``, ``lo``, ``hi`` are numbers or tensors broadcastable to ``x``."""
+    return _FakeQuant.apply(x, s, z, lo, hi)
+
+
 def exact_matmul(a: torch.Tensor, b: torch.Tensor, bound: float) -> torch.Tensor:
     """``a @ b`` of integer-valued tensors, exactly, as float64: in float32 when ``bound`` (a bound on the sum of
     ``|a_ik * b_kj|`` over k) is below 2^24, where every partial sum is an exact float32 integer and the matmul is
@@ -128,8 +166,10 @@ class Quantizer(nn.Module):
 
     Subclasses set ``symmetric`` (signed range ``[-qmax, qmax]`` instead of ``[-2^(b-1), 2^(b-1) - 1]``),
     implement ``_init_from(x)`` (fill learned state from the first tensor, signedness already decided)
-    and ``_quantize(x) -> (q, z, s)``: float integer-valued ``q`` in ``[qmin, qmax]``, integer-valued
-    zero point ``z`` (tensor or 0) and step ``s``, all broadcastable to ``x``, with gradients attached.
+    and ``_grid(x) -> (xc, s, z, lo, hi)``: the input in the compute dtype (after any learned clip), the step ``s``,
+    the integer-valued zero point ``z`` (tensor or 0) and the integer range ``[lo, hi]``, all broadcastable to ``x``,
+    with gradients attached. ``q = clamp(round(xc / s) + z, lo, hi)`` and ``x_hat = (q - z) * s`` follow from it, in
+    training (:func:`fake_quant`, one autograd node) and for the integers of :meth:`centered` and :meth:`int_repr`.
     """
 
     symmetric = False
@@ -192,13 +232,17 @@ class Quantizer(nn.Module):
     def _compute_dtype(self, x: torch.Tensor) -> torch.dtype:
         return torch.promote_types(x.dtype, torch.float32)
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         raise NotImplementedError
+
+    def _quantize(self, x: torch.Tensor):
+        """``(q, z, s)``: the integers of ``forward(x)``, with their zero point and step."""
+        xc, s, z, lo, hi = self._grid(x)
+        return torch.clamp(round_ste(xc / s) + z, lo, hi), z, s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._maybe_init(x)
-        q, z, s = self._quantize(x)
-        return ((q - z) * s).to(x.dtype)
+        return fake_quant(*self._grid(x)).to(x.dtype)
 
     dynamic = False  # True when the scale is computed from each input (per-token min-max), not learned
 
@@ -288,12 +332,10 @@ class LSQWeightQuantizer(Quantizer):
         s = grad_scale(self.s, 1.0 / math.sqrt(n * self.qmax)).clamp_min(EPS)
         return s if self.granularity == "per_tensor" else s.reshape(-1, *([1] * (x.dim() - 1)))
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         self._check_shape(x)
         x = x.to(self._compute_dtype(x))
-        s = self._step(x)
-        q = torch.clamp(round_ste(x / s), self.qmin, self.qmax)
-        return q, 0, s
+        return x, self._step(x), 0, self.qmin, self.qmax
 
     @property
     def scale(self) -> torch.Tensor:
@@ -348,14 +390,12 @@ class LSQPlusActQuantizer(Quantizer):
         """``round(-beta / s)`` kept in ``[qmin, qmax]``: zero stays exactly representable, as integer kernels need."""
         return torch.clamp(round_ste(-grad_scale(self.beta, g) / s), self.qmin, self.qmax)
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         x = x.to(self._compute_dtype(x))
         n = x[0].numel() if x.dim() >= 2 else x.numel()
         g = 1.0 / math.sqrt(n * self.qmax)
         s = grad_scale(self.s, g).clamp_min(EPS)
-        z = self._zero_point(s, g)
-        q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
-        return q, z, s
+        return x, s, self._zero_point(s, g), self.qmin, self.qmax
 
     @property
     def scale(self) -> torch.Tensor:
@@ -422,11 +462,9 @@ class PACTQuantizer(_ClipQuantizer):
     def _weight_clip_init(self, w: torch.Tensor) -> torch.Tensor:
         return mse_clip(w, self.qmax)
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         xc, a = self._clip(x)
-        s = (a / self.qmax).detach()
-        q = torch.clamp(round_ste(xc / s), self.qmin, self.qmax)
-        return q, 0, s
+        return xc, (a / self.qmax).detach(), 0, self.qmin, self.qmax
 
 
 class NIPQQuantizer(_ClipQuantizer):
@@ -444,11 +482,9 @@ class NIPQQuantizer(_ClipQuantizer):
         super().__init__(bits, role, signed, act_quantile)
         self.hard = False
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         xc, a = self._clip(x)
-        s = a / self.qmax
-        q = torch.clamp(round_ste(xc / s), self.qmin, self.qmax)
-        return q, 0, s
+        return xc, a / self.qmax, 0, self.qmin, self.qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._maybe_init(x)
@@ -488,7 +524,7 @@ class MinMaxQuantizer(Quantizer):
         _check_choice("granularity", granularity, allowed)
         super().__init__(bits, role, signed, granularity)
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         x = x.to(self._compute_dtype(x))
         a = x.detach().abs()
         if self.granularity == "per_tensor":
@@ -499,9 +535,7 @@ class MinMaxQuantizer(Quantizer):
             if x.dim() < 2:
                 raise ValueError(f"per-channel weight quantization needs a tensor of rank >= 2, got {tuple(x.shape)}")
             m = a.amax(dim=tuple(range(1, x.dim())), keepdim=True)
-        s = (m / self.qmax).clamp_min(EPS)
-        q = torch.clamp(round_ste(x / s), self.qmin, self.qmax)
-        return q, 0, s
+        return x, (m / self.qmax).clamp_min(EPS), 0, self.qmin, self.qmax
 
 
 class ProbQuantizer(Quantizer):
@@ -519,15 +553,32 @@ class ProbQuantizer(Quantizer):
         self._ready = True
         self.initialized.fill_(True)
 
-    def _quantize(self, x: torch.Tensor):
+    def _grid(self, x: torch.Tensor):
         x = x.to(self._compute_dtype(x))
-        s = self.s.to(x.dtype)
-        q = torch.clamp(round_ste(x / s), 0, self.qmax)
-        return q, 0, s
+        return x, self.s.to(x.dtype), 0, 0, self.qmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The grid's values with the plain straight-through gradient: a probability never leaves ``[0, 1]``, so
+        nothing clips and the clipped STE is the identity. Skips the clip bookkeeping on the largest tensors of a
+        training step (``B x H x T x T`` per layer)."""
+        xc, s, _, lo, hi = self._grid(x)
+        return _GridSTE.apply(xc, s, lo, hi).to(x.dtype)
 
     @property
     def scale(self) -> torch.Tensor:
         return self.s.detach().clone()
+
+
+class _GridSTE(torch.autograd.Function):
+    """``clamp(round(x / s), lo, hi) * s`` forward, identity backward (for inputs that never clip)."""
+
+    @staticmethod
+    def forward(ctx, x, s, lo, hi):
+        return (x / s).round_().clamp_(lo, hi).mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None, None, None
 
 
 def make_quantizer(method: str, role: str, bits: int, **opts) -> Quantizer:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from squat.quant.quantizers import NIPQQuantizer, fake_quant
+
 Tensor = torch.Tensor
 
 __all__ = [
@@ -374,17 +376,31 @@ class TokenAdaptiveQuantizer(nn.Module):
         if high is None:
             return ch, sh
         cl, sl = self.low.centered(x)
-        m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
+        m = self._token_mask(high, x)
         return torch.where(m, ch, cl), torch.where(m, sh, sl)
 
     def quantize(self, x: Tensor, high: Tensor | None) -> Tensor:
-        """``high``: ``[B, T]`` bool over x's token axis (dim -2), or None for all high precision."""
-        hi = self.high(x)
+        """``high``: ``[B, T]`` bool over x's token axis (dim -2), or None for all high precision.
+
+        Each token is rounded once, on its own precision's grid (step, zero point and range picked per token):
+        the same values as quantizing the whole tensor twice and selecting, at half the elementwise work."""
         if high is None:
-            return hi
-        lo = self.low(x)
-        m = high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
-        return torch.where(m, hi, lo)
+            return self.high(x)
+        self.high._maybe_init(x)
+        self.low._maybe_init(x)
+        if isinstance(self.low, NIPQQuantizer) and self.low.training and not self.low.hard:  # noise, not a grid
+            return torch.where(self._token_mask(high, x), self.high(x), self.low(x))
+        m = self._token_mask(high, x)
+        (xh, sh, zh, loh, hih), (xl, sl, zl, lol, hil) = self.high._grid(x), self.low._grid(x)
+        xc = xh if xh is xl else torch.where(m, xh, xl)  # learned clips (PACT) differ per precision
+        z = zh if not torch.is_tensor(zh) and not torch.is_tensor(zl) and zh == zl else torch.where(m, zh, zl)
+        grid = (torch.where(m, sh, sl), z, torch.where(m, float(loh), float(lol)),
+                torch.where(m, float(hih), float(hil)))
+        return fake_quant(xc, *grid).to(x.dtype)
+
+    @staticmethod
+    def _token_mask(high: Tensor, x: Tensor) -> Tensor:
+        return high.view(*high.shape[:1], *([1] * (x.dim() - 3)), high.shape[1], 1)
 
     def extra_repr(self) -> str:
         return f"layer={self.layer}, mask={self.which}"

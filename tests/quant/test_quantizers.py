@@ -458,3 +458,35 @@ def test_extra_repr_shows_bits_granularity_and_signedness():
     q(torch.rand(3))
     assert "signed=False" in repr(q)
     assert "granularity=per_channel" in repr(LSQWeightQuantizer(8, "per_channel"))
+
+
+@pytest.mark.parametrize("case", ["per_tensor", "per_channel", "per_token_grid"])
+def test_fused_fake_quant_equals_the_unfused_expression_and_its_gradients(case):
+    """fake_quant is one autograd node for (clamp(round(x/s) + z, lo, hi) - z) * s: the same values bit for bit, and
+    the gradients autograd gives the unfused expression with a straight-through round (x, s and z)."""
+    from squat.quant.quantizers import fake_quant, round_ste
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 16) * 2
+    if case == "per_tensor":
+        s, z, lo, hi = torch.tensor([0.3]), torch.tensor([2.0]), -8, 7
+    elif case == "per_channel":
+        s, z, lo, hi = torch.rand(3, 1, 1) * 0.01 + 0.01, torch.tensor([-1.0]), -128, 127
+    else:  # token-adaptive: step, zero point and range picked per token
+        m = torch.rand(3, 7, 1) > 0.5
+        s = torch.where(m, torch.tensor([0.02]), torch.tensor([0.4]))
+        z = torch.where(m, torch.tensor([3.0]), torch.tensor([-1.0]))
+        lo, hi = torch.where(m, -128.0, -8.0), torch.where(m, 127.0, 7.0)
+    g = torch.randn_like(x)
+    leaves = []
+    for fused in (True, False):
+        xs, ss, zs = (t.clone().requires_grad_() for t in (x, s, z))
+        y = fake_quant(xs, ss, zs, lo, hi) if fused else (torch.clamp(round_ste(xs / ss) + zs, lo, hi) - zs) * ss
+        (y * g).sum().backward()
+        leaves.append((y.detach(), xs.grad, ss.grad, zs.grad))
+    (yf, *gf), (yu, *gu) = leaves
+    assert torch.equal(yf, yu)
+    assert torch.equal(gf[0], g * (gf[0] != 0))  # exactly the STE: g inside the range (unfused: (g * s) / s)
+    for a, b in zip(gf, gu):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # float sums in another order
+    assert gf[2].abs().sum() > 0  # something clipped, so the zero point learns
