@@ -1,9 +1,13 @@
-/// FP32 baseline: fmla by lane, MR=8, NR=8, K block 4. Packers: pack_rhs_f32_nxk, pack_lhs_f32_rows.
+/// FP32 baseline, prefill: fmla .4s by element (4 MACs per instruction), MR=8, NR=8, K block 4.
+/// Registers: 16 accumulators + 8 activation vectors + 4 weight vectors (one ld1 of four per two k) = 28.
+/// Per K block of 4: 64 fmla + 2 activation loads + 2 weight loads + subs + b.ne = 70 instructions per 256 MACs
+/// (280 per 1024). Inner loop in squat_ops.h instructions; remainder tiles (R < 8 rows) in plain intrinsics.
+/// Packers: pack_rhs_f32_nxk (RHS [N/8][Kp][8]), pack_lhs_blocked (LHS: 8-row blocks, 4-element chunks).
 #include "squat_fgemm_interface.h"
 #include "squat_igemm_interface.h"
 #include "squat_pack.h"
-#include "squat_neon.h"
-#include <string.h>
+#include "squat_ops.h"
+#include "tile_f32.h"
 
 static const size_t kMR = 8, kNR = 8, kKR = 1, kKB = 4;
 static size_t get_mr(void) { return kMR; }
@@ -15,31 +19,28 @@ static void pack_rhs(size_t n, size_t k, const void *w, size_t ws, void *out) {
 }
 static size_t lhs_size(size_t m, size_t k) { return m * SQ_ROUND_UP(k, kKB) * 4; }
 static void pack_lhs(size_t m, size_t k, const void *x, size_t xs, void *out) {
-  pack_lhs_f32_rows(SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
+  pack_lhs_blocked(4, kMR, kKB, SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
 }
 
-#define SQ_F32_STEP(L)                                                    \
-  {                                                                       \
-    const float32x4_t w0 = vld1q_f32(w), w1 = vld1q_f32(w + 4);           \
-    w += 8;                                                               \
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                 \
-      acc[r][0] = vfmaq_laneq_f32(acc[r][0], w0, x[r], L);                \
-      acc[r][1] = vfmaq_laneq_f32(acc[r][1], w1, x[r], L);                \
-    }                                                                     \
+#define SQ_F32_K8(W0, W1, L)                                                                   \
+  _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {                                        \
+    SQ_FMLA_F32_LANE(acc[r][0], W0, x[r], L);                                                  \
+    SQ_FMLA_F32_LANE(acc[r][1], W1, x[r], L);                                                  \
   }
 
-SQ_ALWAYS_INLINE void tile(const int R, size_t kp, const float *a, const float *w, float *c, size_t cs, size_t nc) {
+/* 8 rows x 8 columns over kp (multiple of 4): a = 8-row block [kp/4][8][4], w = panel [kp][8]. */
+static void tile8(size_t kp, const float *a, const float *w, float *c, size_t cs, size_t nc) {
   float32x4_t acc[8][2];
-  _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0.0f);
-  for (size_t k = 0; k < kp; k += 4) {
-    float32x4_t x[8];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) x[r] = vld1q_f32(a + r * kp + k);
-    SQ_F32_STEP(0) SQ_F32_STEP(1) SQ_F32_STEP(2) SQ_F32_STEP(3)
+  _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = vdupq_n_f32(0.0f);
+  for (size_t kb = kp / 4; kb; kb--) {
+    const float32x4x4_t xa = SQ_LD4_F32(a), xb = SQ_LD4_F32(a);
+    const float32x4_t x[8] = {xa.val[0], xa.val[1], xa.val[2], xa.val[3], xb.val[0], xb.val[1], xb.val[2], xb.val[3]};
+    const float32x4x4_t w0 = SQ_LD4_F32(w);
+    SQ_F32_K8(w0.val[0], w0.val[1], 0) SQ_F32_K8(w0.val[2], w0.val[3], 1)
+    const float32x4x4_t w1 = SQ_LD4_F32(w);
+    SQ_F32_K8(w1.val[0], w1.val[1], 2) SQ_F32_K8(w1.val[2], w1.val[3], 3)
   }
-  _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-    if (nc >= 8) { vst1q_f32(c + r * cs, acc[r][0]); vst1q_f32(c + r * cs + 4, acc[r][1]); }
-    else { float t[8]; vst1q_f32(t, acc[r][0]); vst1q_f32(t + 4, acc[r][1]); memcpy(c + r * cs, t, nc * 4); }
-  }
+  sq_f32_store_rows(8, acc, c, cs, nc);
 }
 
 void squat_gemm_f32_f32_8x8__neon(size_t m, size_t n, size_t k, const void *lhs, const void *rhs, void *cv, size_t cs) {
@@ -49,13 +50,21 @@ void squat_gemm_f32_f32_8x8__neon(size_t m, size_t n, size_t k, const void *lhs,
   for (size_t p = 0; p < n; p += kNR) {
     const float *w = (const float *)rhs + p * kp;
     const size_t nc = n - p < kNR ? n - p : kNR;
-    size_t i = 0;
-    for (; i + 8 <= m; i += 8) tile(8, kp, a + i * kp, w, c + i * cs + p, cs, nc);
-    if (i + 4 <= m) { tile(4, kp, a + i * kp, w, c + i * cs + p, cs, nc); i += 4; }
-    for (; i < m; i++) tile(1, kp, a + i * kp, w, c + i * cs + p, cs, nc);
+    for (size_t i0 = 0; i0 < m; i0 += kMR) {
+      const size_t R = m - i0 < kMR ? m - i0 : kMR;
+      const float *blk = a + i0 * kp;
+      float *cb = c + i0 * cs + p;
+      if (R == 8) { tile8(kp, blk, w, cb, cs, nc); continue; }
+      size_t r = 0; /* remainder block [kp/4][R][4]: a 4-row tile, then single rows */
+      if (R >= 4) { sq_f32_tile(4, kp, blk, R * 4, w, cb, cs, nc); r = 4; }
+      for (; r < R; r++) sq_f32_tile(1, kp, blk + r * 4, R * 4, w, cb + r * cs, cs, nc);
+    }
   }
 }
 
 const squat_fgemm_ukernel squat_ukernel_gemm_f32_f32_8x8_neon = {
-  "gemm_f32_f32_8x8_neon", "fp32", 4, SQUAT_FEAT_NEON,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, squat_gemm_f32_f32_8x8__neon};
+  .name = "gemm_f32_f32_8x8_neon", .precision = "fp32", .elem_size = 4, .features = SQUAT_FEAT_NEON,
+  .get_mr = get_mr, .get_nr = get_nr, .get_kr = get_kr, .get_rhs_packed_size = rhs_size, .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size, .pack_lhs = pack_lhs, .run_matmul = squat_gemm_f32_f32_8x8__neon,
+  .rhs_layout = SQUAT_FLAYOUT_F32_NR8,
+};

@@ -1,10 +1,9 @@
-/// W4 weights (two per byte), int8 activations (W4A8, and W4A4 with activations in [-8,7]) on the sdot path.
-/// The faster alternative to MKMP: nibbles are unpacked to int8 and fed to sdot (16 MACs/instruction).
-///  - M >= 8: each 8-column panel is unpacked once into scratch (3 instructions per 32 weights, amortised over
-///    all M rows), then the W8A8 register tile runs on it.
-///  - M < 8 (decode): unpack in registers with the x16 trick: p<<4 = 16*w_lo and p & 0xF0 = 16*w_hi are exact
-///    int8 values, so sdot accumulates 16*C (|16*C| <= 2^14*K < 2^31 for K <= 2^16) and one shift restores C.
-/// Packers: pack_rhs_qs4_nxk_c4 (RHS), pack_lhs_qs8_rows (LHS).
+/// W4 weights (two per byte), int8 activations on the sdot path, prefill (W4A8, and W4A4: activations in [-8,7]
+/// are valid int8; sdot gives 4-bit operands no extra throughput). Each 8-column panel is unpacked once per call
+/// into scratch (3 instructions per 32 weights, amortised over all M rows), then the W8A8 register tile runs on
+/// it: 70 instructions per 1024 MACs in the inner loop. Decode (M = 1) reads the same packed weights in place:
+/// gemm_qs8_qs4_1x8c4_neondot, gemm_qs4_qs4_1x8c4_neondot.
+/// Packers: pack_rhs_qs4_nxk_c4 (RHS), pack_lhs_qs8_blocked / pack_lhs_quant_blocked (LHS: 8-row blocks, kc 16).
 #if !defined(SQUAT_SIMDE) && !defined(__ARM_FEATURE_DOTPROD)
 #error "gemm_qs8_qs4_8x8c4_neondot needs __ARM_FEATURE_DOTPROD (-march=armv8.2-a+dotprod)"
 #endif
@@ -12,75 +11,51 @@
 #include "squat_pack.h"
 #include "tile_qs8_c4_8x8_neondot.h"
 
-static const size_t kMR = 8, kNR = 8, kKR = 4, kKB = 16;
+static const size_t kMR = 8, kNR = 8, kKR = 4, kKB = 32;
 static size_t get_mr(void) { return kMR; }
 static size_t get_nr(void) { return kNR; }
 static size_t get_kr(void) { return kKR; }
-static size_t rhs_size(size_t n, size_t k) { return SQ_ROUND_UP(n, kNR) * SQ_ROUND_UP(k, kKB) / 2; }
+static size_t rhs_size(size_t n, size_t k) { return SQ_ROUND_UP(n, kNR) / kNR * (32 + SQ_ROUND_UP(k, kKB) * 4); }
 static void pack_rhs(size_t n, size_t k, const int8_t *w, size_t ws, void *out) {
   pack_rhs_qs4_nxk_c4(kNR, SQ_ROUND_UP(k, kKB), n, k, w, ws, out);
 }
 static size_t lhs_size(size_t m, size_t k) { return m * SQ_ROUND_UP(k, kKB); }
 static void pack_lhs(size_t m, size_t k, const int8_t *x, size_t xs, void *out) {
-  pack_lhs_qs8_rows(SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
+  pack_lhs_qs8_blocked(16, kMR, 0, SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
 }
-static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; return kNR * SQ_ROUND_UP(k, kKB); }
-
-#define SQ_Q4_STEP(L)                                                           \
-  {                                                                             \
-    const int8x16_t p = vld1q_s8(w);                                            \
-    w += 16;                                                                    \
-    const int8x16_t w0 = vshlq_n_s8(p, 4);                                      \
-    const int8x16_t w1 = vandq_s8(p, vdupq_n_s8((int8_t)0xF0));                 \
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                       \
-      acc[r][0] = vdotq_laneq_s32(acc[r][0], w0, x[r], L);                      \
-      acc[r][1] = vdotq_laneq_s32(acc[r][1], w1, x[r], L);                      \
-    }                                                                           \
-  }
-
-SQ_ALWAYS_INLINE void tile_q4_regs(const int R, size_t kp, const int8_t *a, size_t a_stride, const int8_t *w,
-                                   int32_t *c, size_t c_stride, size_t ncols) {
-  int32x4_t acc[4][2];
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vdupq_n_s32(0);
-  for (size_t k = 0; k < kp; k += 16) {
-    int8x16_t x[4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) x[r] = vld1q_s8(a + r * a_stride + k);
-    SQ_Q4_STEP(0) SQ_Q4_STEP(1) SQ_Q4_STEP(2) SQ_Q4_STEP(3)
-  }
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-    sq_store_s32x8(c + r * c_stride, ncols, vshrq_n_s32(acc[r][0], 4), vshrq_n_s32(acc[r][1], 4));
+static void pack_lhs_quant(size_t m, size_t k, const float *x, size_t xs, const squat_quant_rows *rows, void *out) {
+  pack_lhs_quant_blocked(16, kMR, 0, SQ_ROUND_UP(k, kKB), m, k, x, xs, rows, out);
 }
-
-static void unpack_panel(size_t kp, const int8_t *src, int8_t *dst) {
-  for (size_t b = 0; b < kp * kNR / 2; b += 16) {
-    const int8x16_t p = vld1q_s8(src + b);
-    vst1q_s8(dst + 2 * b, vshrq_n_s8(vshlq_n_s8(p, 4), 4));
-    vst1q_s8(dst + 2 * b + 16, vshrq_n_s8(p, 4));
-  }
-}
+/* 8 x 8 tail tile, then one unpacked int8 panel */
+static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; return 256 + kNR * SQ_ROUND_UP(k, kKB); }
 
 void squat_gemm_qs8_qs4_8x8c4__neondot(size_t m, size_t n, size_t k, const void *lhs, const void *rhs,
                                         int32_t *c, size_t cs, void *scratch) {
-  const size_t kp = SQ_ROUND_UP(k, kKB);
-  const int8_t *a = lhs;
-  for (size_t p = 0; p < n; p += kNR) {
-    const int8_t *wq = (const int8_t *)rhs + p * kp / 2;
-    const size_t nc = n - p < kNR ? n - p : kNR;
-    size_t i = 0;
-    if (m >= 8) {
-      int8_t *w = scratch;
-      unpack_panel(kp, wq, w);
-      for (; i + 8 <= m; i += 8) sq_tile_qs8_c4_x8(8, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
-      if (i + 4 <= m) { sq_tile_qs8_c4_x8(4, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc); i += 4; }
-      for (; i < m; i++) sq_tile_qs8_c4_x8(1, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
-    } else {
-      if (i + 4 <= m) { tile_q4_regs(4, kp, a + i * kp, kp, wq, c + i * cs + p, cs, nc); i += 4; }
-      for (; i < m; i++) tile_q4_regs(1, kp, a + i * kp, kp, wq, c + i * cs + p, cs, nc);
-    }
-  }
+  const sq_out o = sq_out_int(c, cs, scratch);
+  sq_c4_run(1, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, (int8_t *)scratch + 256, &o);
+}
+static void run_dequant(size_t m, size_t n, size_t k, const void *lhs, const void *rhs, const squat_dequant *dq,
+                        float *y, size_t ys, void *scratch) {
+  const sq_out o = sq_out_dequant(dq, y, ys, scratch);
+  sq_c4_run(1, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, (int8_t *)scratch + 256, &o);
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs4_8x8c4_neondot = {
-  "gemm_qs8_qs4_8x8c4_neondot", "w4a8", 4, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs4_8x8c4__neondot};
+  .name = "gemm_qs8_qs4_8x8c4_neondot",
+  .precision = "w4a8",
+  .weight_bits = 4,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs4_8x8c4__neondot,
+  .rhs_layout = SQUAT_LAYOUT_QS4_C4,
+  .pack_lhs_quant = pack_lhs_quant,
+  .run_dequant = run_dequant,
+};

@@ -1,7 +1,9 @@
-/// W4 weights (two per byte) x int8 activations on the smmla path (W4A8, and W4A4 with acts in [-8,7]).
-/// M >= 8: unpack each 8-column panel once into scratch, then the W8A8 smmla tile. M < 8: unpack in registers
-/// with the x16 trick (p<<4 = 16*w_lo, p & 0xF0 = 16*w_hi), one arithmetic shift by 4 at the end.
-/// Packers: pack_rhs_qs4_nxk_c8x2 (RHS), pack_lhs_qs8_rowpairs_c8 (LHS).
+/// W4 weights (two per byte) x int8 activations on the smmla path, prefill (W4A8, and W4A4 with activations in
+/// [-8,7]). Reads the 4-bit layout every 4-bit-weight kernel shares (pack_rhs_qs4_nxk_c4), unpacks each 8-column
+/// panel once per call into the int8 c8 order smmla wants (amortised over all M rows), then runs the W8A8 smmla
+/// tile: 38 instructions per 1024 MACs in the inner loop. Decode reads the packed weights in place
+/// (gemm_qs8_qs4_1x8c4_neondot, gemm_qs4_qs4_1x8c4_neondot), so one packing serves both.
+/// Packers: pack_rhs_qs4_nxk_c4 (RHS), pack_lhs_qs8_blocked / pack_lhs_quant_blocked (LHS: kc 8, row pairs).
 #if !defined(SQUAT_SIMDE) && !defined(__ARM_FEATURE_MATMUL_INT8)
 #error "gemm_qs8_qs4_8x8c8_neoni8mm needs __ARM_FEATURE_MATMUL_INT8 (-march=armv8.2-a+i8mm)"
 #endif
@@ -9,81 +11,50 @@
 #include "squat_pack.h"
 #include "tile_qs8_c8x2_8x8_neoni8mm.h"
 
-static const size_t kMR = 8, kNR = 8, kKR = 8, kKB = 16;
+static const size_t kMR = 8, kNR = 8, kKR = 8, kKB = 32;
 static size_t get_mr(void) { return kMR; }
 static size_t get_nr(void) { return kNR; }
 static size_t get_kr(void) { return kKR; }
-static size_t rhs_size(size_t n, size_t k) { return SQ_ROUND_UP(n, kNR) * SQ_ROUND_UP(k, kKB) / 2; }
+static size_t rhs_size(size_t n, size_t k) { return SQ_ROUND_UP(n, kNR) / kNR * (32 + SQ_ROUND_UP(k, kKB) * 4); }
 static void pack_rhs(size_t n, size_t k, const int8_t *w, size_t ws, void *out) {
-  pack_rhs_qs4_nxk_c8x2(kNR, SQ_ROUND_UP(k, kKB), n, k, w, ws, out);
+  pack_rhs_qs4_nxk_c4(kNR, SQ_ROUND_UP(k, kKB), n, k, w, ws, out);
 }
 static size_t lhs_size(size_t m, size_t k) { return SQ_ROUND_UP(m, 2) * SQ_ROUND_UP(k, kKB); }
 static void pack_lhs(size_t m, size_t k, const int8_t *x, size_t xs, void *out) {
-  pack_lhs_qs8_rowpairs_c8(SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
+  pack_lhs_qs8_blocked(8, kMR, 1, SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
 }
-static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; return kNR * SQ_ROUND_UP(k, kKB); }
-
-/* shift = 0: w is an unpacked int8 panel; shift = 4: w is the nibble panel, unpacked x16 in registers. */
-SQ_ALWAYS_INLINE void tile(const int P, const int packed, size_t kp, const int8_t *a, const int8_t *w,
-                           int32_t *c, size_t cs, size_t nrows, size_t ncols) {
-  int32x4_t acc[4][4];
-  _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = acc[p][2] = acc[p][3] = vdupq_n_s32(0);
-  for (size_t k = 0; k < kp; k += 8) {
-    int8x16_t x[4], b[4];
-    _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) x[p] = vld1q_s8(a + p * 2 * kp + 2 * k);
-    if (packed) {
-      const int8x16_t p0 = vld1q_s8(w), p1 = vld1q_s8(w + 16);
-      const int8x16_t hm = vdupq_n_s8((int8_t)0xF0);
-      b[0] = vshlq_n_s8(p0, 4); b[1] = vshlq_n_s8(p1, 4);
-      b[2] = vandq_s8(p0, hm); b[3] = vandq_s8(p1, hm);
-      w += 32;
-    } else {
-      b[0] = vld1q_s8(w); b[1] = vld1q_s8(w + 16); b[2] = vld1q_s8(w + 32); b[3] = vld1q_s8(w + 48);
-      w += 64;
-    }
-    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
-      _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) acc[p][j] = vmmlaq_s32(acc[p][j], x[p], b[j]);
-  }
-  _Pragma("GCC unroll 4") for (int p = 0; p < P; p++) {
-    if (nrows <= (size_t)(2 * p)) break;
-    if (packed) for (int j = 0; j < 4; j++) acc[p][j] = vshrq_n_s32(acc[p][j], 4);
-    sq_store_mmla_pair(acc[p], c + 2 * p * cs, cs, nrows - 2 * p, ncols);
-  }
+static void pack_lhs_quant(size_t m, size_t k, const float *x, size_t xs, const squat_quant_rows *rows, void *out) {
+  pack_lhs_quant_blocked(8, kMR, 1, SQ_ROUND_UP(k, kKB), m, k, x, xs, rows, out);
 }
-
-static void unpack_panel(size_t kp, const int8_t *src, int8_t *dst) {
-  /* 32 packed bytes -> 64 int8 weights in c8x2 order */
-  for (size_t b = 0; b < kp * kNR / 2; b += 32) {
-    const int8x16_t p0 = vld1q_s8(src + b), p1 = vld1q_s8(src + b + 16);
-    vst1q_s8(dst + 2 * b, vshrq_n_s8(vshlq_n_s8(p0, 4), 4));
-    vst1q_s8(dst + 2 * b + 16, vshrq_n_s8(vshlq_n_s8(p1, 4), 4));
-    vst1q_s8(dst + 2 * b + 32, vshrq_n_s8(p0, 4));
-    vst1q_s8(dst + 2 * b + 48, vshrq_n_s8(p1, 4));
-  }
-}
+static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; return 256 + kNR * SQ_ROUND_UP(k, kKB); }
 
 void squat_gemm_qs8_qs4_8x8c8__neoni8mm(size_t m, size_t n, size_t k, const void *lhs, const void *rhs,
                                          int32_t *c, size_t cs, void *scratch) {
-  const size_t kp = SQ_ROUND_UP(k, kKB);
-  const int8_t *a = lhs;
-  for (size_t p = 0; p < n; p += kNR) {
-    const int8_t *wq = (const int8_t *)rhs + p * kp / 2;
-    const size_t nc = n - p < kNR ? n - p : kNR;
-    size_t i = 0;
-    if (m >= 8) {
-      int8_t *w = scratch;
-      unpack_panel(kp, wq, w);
-      for (; i + 8 <= m; i += 8) tile(4, 0, kp, a + i * kp, w, c + i * cs + p, cs, 8, nc);
-      if (i + 4 <= m) { tile(2, 0, kp, a + i * kp, w, c + i * cs + p, cs, 4, nc); i += 4; }
-      for (; i < m; i += 2) tile(1, 0, kp, a + i * kp, w, c + i * cs + p, cs, m - i, nc);
-    } else {
-      if (i + 4 <= m) { tile(2, 1, kp, a + i * kp, wq, c + i * cs + p, cs, 4, nc); i += 4; }
-      for (; i < m; i += 2) tile(1, 1, kp, a + i * kp, wq, c + i * cs + p, cs, m - i, nc);
-    }
-  }
+  const sq_out o = sq_out_int(c, cs, scratch);
+  sq_mm_run(1, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, (int8_t *)scratch + 256, &o);
+}
+static void run_dequant(size_t m, size_t n, size_t k, const void *lhs, const void *rhs, const squat_dequant *dq,
+                        float *y, size_t ys, void *scratch) {
+  const sq_out o = sq_out_dequant(dq, y, ys, scratch);
+  sq_mm_run(1, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, (int8_t *)scratch + 256, &o);
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs4_8x8c8_neoni8mm = {
-  "gemm_qs8_qs4_8x8c8_neoni8mm", "w4a8", 4, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs4_8x8c8__neoni8mm};
+  .name = "gemm_qs8_qs4_8x8c8_neoni8mm",
+  .precision = "w4a8",
+  .weight_bits = 4,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_I8MM,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs4_8x8c8__neoni8mm,
+  .rhs_layout = SQUAT_LAYOUT_QS4_C4,
+  .pack_lhs_quant = pack_lhs_quant,
+  .run_dequant = run_dequant,
+};

@@ -52,6 +52,19 @@ void squat_gemm_qs8_qs4x2_mkmp_4x8__neon(size_t m, size_t n, size_t k, const voi
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs4x2_mkmp_4x8_neon = {
-  "gemm_qs8_qs4x2_mkmp_4x8_neon", "w4a8", 4, 8, SQUAT_FEAT_NEON,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs4x2_mkmp_4x8__neon};
+  .name = "gemm_qs8_qs4x2_mkmp_4x8_neon",
+  .precision = "w4a8",
+  .weight_bits = 4,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs4x2_mkmp_4x8__neon,
+  .rhs_layout = SQUAT_LAYOUT_QS4X2_MKMP_RSUM,
+};

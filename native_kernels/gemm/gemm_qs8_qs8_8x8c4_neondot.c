@@ -1,5 +1,7 @@
-/// W8A8 on the dot-product path: MR=8, NR=8, KR=4 (sdot by lane), K block 16.
-/// Packers: pack_rhs_qs8_nxk_c4 (RHS), pack_lhs_qs8_rows (LHS).
+/// W8A8 on the dot-product path, prefill: MR=8, NR=8, KR=4 (sdot by element), K block 16; 70 instructions per
+/// 1024 MACs in the inner loop (tile_qs8_c4_8x8_neondot.h). Fused entry points: pack_lhs_quant quantizes float
+/// rows into the 8-row blocks, run_dequant dequantizes the accumulators as it stores them.
+/// Packers: pack_rhs_qs8_nxk_c4 (RHS), pack_lhs_qs8_blocked / pack_lhs_quant_blocked (LHS: 8-row blocks, kc 16).
 #if !defined(SQUAT_SIMDE) && !defined(__ARM_FEATURE_DOTPROD)
 #error "gemm_qs8_qs8_8x8c4_neondot needs __ARM_FEATURE_DOTPROD (-march=armv8.2-a+dotprod)"
 #endif
@@ -17,26 +19,40 @@ static void pack_rhs(size_t n, size_t k, const int8_t *w, size_t ws, void *out) 
 }
 static size_t lhs_size(size_t m, size_t k) { return m * SQ_ROUND_UP(k, kKB); }
 static void pack_lhs(size_t m, size_t k, const int8_t *x, size_t xs, void *out) {
-  pack_lhs_qs8_rows(SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
+  pack_lhs_qs8_blocked(16, kMR, 0, SQ_ROUND_UP(k, kKB), m, k, x, xs, out);
 }
-static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; (void)k; return 0; }
+static void pack_lhs_quant(size_t m, size_t k, const float *x, size_t xs, const squat_quant_rows *rows, void *out) {
+  pack_lhs_quant_blocked(16, kMR, 0, SQ_ROUND_UP(k, kKB), m, k, x, xs, rows, out);
+}
+static size_t scratch_size(size_t m, size_t n, size_t k) { (void)m; (void)n; (void)k; return 256; /* tail tile */ }
 
 void squat_gemm_qs8_qs8_8x8c4__neondot(size_t m, size_t n, size_t k, const void *lhs, const void *rhs,
                                         int32_t *c, size_t cs, void *scratch) {
-  (void)scratch;
-  const size_t kp = SQ_ROUND_UP(k, kKB);
-  const int8_t *a = lhs;
-  for (size_t p = 0; p < n; p += kNR) {
-    const int8_t *w = (const int8_t *)rhs + p * kp;
-    const size_t nc = n - p < kNR ? n - p : kNR;
-    size_t i = 0;
-    for (; i + 8 <= m; i += 8) sq_tile_qs8_c4_x8(8, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
-    if (i + 4 <= m) { sq_tile_qs8_c4_x8(4, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc); i += 4; }
-    for (; i < m; i++) sq_tile_qs8_c4_x8(1, kp, a + i * kp, kp, w, c + i * cs + p, cs, nc);
-  }
+  const sq_out o = sq_out_int(c, cs, scratch);
+  sq_c4_run(0, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, NULL, &o);
+}
+static void run_dequant(size_t m, size_t n, size_t k, const void *lhs, const void *rhs, const squat_dequant *dq,
+                        float *y, size_t ys, void *scratch) {
+  const sq_out o = sq_out_dequant(dq, y, ys, scratch);
+  sq_c4_run(0, m, n, SQ_ROUND_UP(k, kKB), lhs, rhs, NULL, &o);
 }
 
 const squat_igemm_ukernel squat_ukernel_gemm_qs8_qs8_8x8c4_neondot = {
-  "gemm_qs8_qs8_8x8c4_neondot", "w8a8", 8, 8, SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
-  get_mr, get_nr, get_kr, rhs_size, pack_rhs, lhs_size, pack_lhs, scratch_size,
-  squat_gemm_qs8_qs8_8x8c4__neondot};
+  .name = "gemm_qs8_qs8_8x8c4_neondot",
+  .precision = "w8a8",
+  .weight_bits = 8,
+  .act_bits = 8,
+  .features = SQUAT_FEAT_NEON | SQUAT_FEAT_DOTPROD,
+  .get_mr = get_mr,
+  .get_nr = get_nr,
+  .get_kr = get_kr,
+  .get_rhs_packed_size = rhs_size,
+  .pack_rhs = pack_rhs,
+  .get_lhs_packed_size = lhs_size,
+  .pack_lhs = pack_lhs,
+  .get_scratch_size = scratch_size,
+  .run_matmul = squat_gemm_qs8_qs8_8x8c4__neondot,
+  .rhs_layout = SQUAT_LAYOUT_QS8_C4,
+  .pack_lhs_quant = pack_lhs_quant,
+  .run_dequant = run_dequant,
+};

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "squat_fgemm_interface.h"
 #include "squat_igemm_interface.h"
+#include "squat_qlinear.h"
 
 const char *squat_build_target(void);           ///< "x86-simde" or "aarch64"
 unsigned squat_cpu_features(void);              ///< SQUAT_FEAT_* present on this CPU (all of them under SIMDe)
@@ -17,6 +18,8 @@ int squat_igemm_find(const char *name);         ///< index or -1
 int squat_igemm_available(size_t i);            ///< 1 if the CPU has every feature kernel i needs
 /// Fastest available kernel for "w8a8", "w4a8" or "w4a4" (-1 if none).
 int squat_igemm_default(const char *precision);
+/// The same for M rows: at M = 1 the decode kernel that reads the same packed weights, if there is one.
+int squat_igemm_default_m(const char *precision, size_t m);
 size_t squat_igemm_mr(size_t i);
 size_t squat_igemm_nr(size_t i);
 size_t squat_igemm_kr(size_t i);
@@ -25,9 +28,14 @@ size_t squat_igemm_lhs_size(size_t i, size_t m, size_t k);
 size_t squat_igemm_scratch_size(size_t i, size_t m, size_t n, size_t k);
 void squat_igemm_pack_rhs(size_t i, size_t n, size_t k, const int8_t *w, size_t ws, void *rhs);
 void squat_igemm_pack_lhs(size_t i, size_t m, size_t k, const int8_t *x, size_t xs, void *lhs);
-void squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch);
-/// Convenience: pack_lhs + run with internal buffers. Returns 0, or -1 on allocation failure.
-int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c, size_t cs);
+/// Largest K kernel i computes exactly (0 = any): squat_igemm_run and squat_igemm_matmul refuse a larger K (-1).
+size_t squat_igemm_max_k(size_t i);
+int squat_igemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, int32_t *c, size_t cs, void *scratch);
+/// Bytes of the workspace squat_igemm_matmul needs (packed LHS + kernel scratch); any alignment is accepted.
+size_t squat_igemm_workspace_size(size_t i, size_t m, size_t n, size_t k);
+/// Convenience: pack_lhs + run_matmul in a caller-provided workspace (no allocation). 0, or -1 if k > max_k.
+int squat_igemm_matmul(size_t i, size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const void *rhs, int32_t *c,
+                       size_t cs, void *workspace);
 
 size_t squat_fgemm_count(void);
 const squat_fgemm_ukernel *squat_fgemm_get(size_t i);
@@ -42,20 +50,4 @@ void squat_fgemm_pack_rhs(size_t i, size_t n, size_t k, const void *w, size_t ws
 void squat_fgemm_pack_lhs(size_t i, size_t m, size_t k, const void *x, size_t xs, void *lhs);
 void squat_fgemm_run(size_t i, size_t m, size_t n, size_t k, const void *lhs, const void *rhs, void *c, size_t cs);
 
-/// Symmetric quantization of `rows` rows as one group (NEON): scale = max|x| / qmax (1 if all zero),
-/// q = clamp(round_half_away_from_zero(x / scale), -qmax, qmax). Returns the scale.
-float squat_quantize_group_f32(size_t rows, size_t k, const float *x, size_t xs, int qmax, int8_t *q, size_t qs);
-
-/// Mixed per-token precision linear, float32 in/out:
-///  1. token control: mask_in (1 = 8-bit token) if given, else top-k of importance with
-///     n8 = floor(ratio8 * m + 0.5) (ties: lower index first);
-///  2. the 8-bit group is quantized with its own scale (qmax 127), the 4-bit group with its own (qmax 7);
-///  3. kernel8 runs the 8-bit group, kernel4 the 4-bit group (each with its own packed weights);
-///  4. y[row, j] = (float)C[row, j] * (group_scale * w_scale[j or 0]), scattered back to the token's row.
-/// mask_out [m] and scales_out [2] (8-bit, 4-bit) are optional outputs. Returns 0 or a negative error code.
-int squat_mixed_linear_f32(size_t m, size_t n, size_t k, const float *x, size_t xs,
-                           const float *importance, const uint8_t *mask_in, double ratio8,
-                           int kernel8, const void *rhs8, int kernel4, const void *rhs4,
-                           const float *w_scale, int w_scale_per_channel, float *y, size_t ys,
-                           uint8_t *mask_out, float *scales_out);
 #endif

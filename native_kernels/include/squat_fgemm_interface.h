@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// Packed weight layouts of the float kernels: same id = the same packed weights (prefill tile and decode GEMV).
+enum { SQUAT_FLAYOUT_F32_NR8 = 1, SQUAT_FLAYOUT_F16_NR16 = 2 };
+
 typedef struct squat_fgemm_ukernel {
   const char *name;
   const char *precision;    ///< "fp32" or "fp16"
@@ -21,6 +24,7 @@ typedef struct squat_fgemm_ukernel {
   void (*pack_lhs)(size_t m, size_t k, const void *x, size_t x_stride, void *lhs_packed);
   void (*run_matmul)(size_t m, size_t n, size_t k, const void *lhs_packed, const void *rhs_packed,
                      void *c, size_t c_stride);
+  int rhs_layout;           ///< SQUAT_FLAYOUT_* of pack_rhs's output (appended field)
 } squat_fgemm_ukernel;
 
 #endif

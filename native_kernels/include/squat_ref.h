@@ -4,6 +4,7 @@
 #define SQUAT_REF_H
 #include <stddef.h>
 #include <stdint.h>
+#include "squat_qlinear.h"
 
 /// C[m,n] = sum_k X[m,k] * W[n,k], accumulated in int64 then narrowed (exact for every shape the kernels accept).
 void ref_gemm_qs8_qs8(size_t m, size_t n, size_t k, const int8_t *x, size_t xs, const int8_t *w, size_t ws,
@@ -18,12 +19,14 @@ void ref_gemm_f32(size_t m, size_t n, size_t k, const float *x, size_t xs, const
 void ref_gemm_f16(size_t m, size_t n, size_t k, const uint16_t *x, size_t xs, const uint16_t *w, size_t ws,
                   uint16_t *c, size_t cs);
 
-/// Symmetric per-group quantization: scale = max|x| / qmax (1 if max is 0), q = clamp(round_half_away(x / scale)).
-float ref_quantize_group(size_t rows, size_t k, const float *x, size_t xs, int qmax, int8_t *q, size_t qs);
-/// Top-k token control: n8 = floor(ratio8 * m + 0.5) tokens with the largest importance (ties: lower index)
-/// get mask 1 (8-bit group), the rest 0.
-void ref_topk_mask(size_t m, const float *importance, double ratio8, uint8_t *mask);
-size_t ref_n8(size_t m, double ratio8);
+/// Activation quantization as squat.export.ActSite.quantize: the row's scale, and one value's q.
+float ref_act_row_scale(const squat_act_site *s, size_t k, const float *x);
+int ref_act_quantize(float x, float scale, const squat_act_site *s);
+/// The fused quantized linear (squat_qlinear_run): quantize each row with its site, integer matmul in int64,
+/// y = (float)sum_k (q - zp) w * (s_x * s_w) (+ bias). row_scale [m] (optional) receives each row's scale.
+void ref_qlinear(size_t m, size_t n, size_t k, const float *x, size_t xs, const squat_qlinear_act *act,
+                 const int8_t *w, size_t ws, const float *w_scale, int w_scale_per_channel, const float *bias,
+                 float *y, size_t ys, float *row_scale);
 
 #define SQUAT_MKMP_SHIFT 11
 #define SQUAT_MKMP_KB 16

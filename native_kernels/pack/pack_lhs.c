@@ -86,3 +86,29 @@ void pack_lhs_f16_rows(size_t kp, size_t m, size_t k, const uint16_t *x, size_t 
     memset(out + i * kp + k, 0, (kp - k) * 2);
   }
 }
+
+/* Row blocks of mr rows (the last block holds the m % mr remaining rows), each stored k-chunk by k-chunk:
+   block [kp/kc][R][kc] elements, so a tile of R rows reads its R x kc activations with one contiguous load
+   sequence (ld1 of up to four registers) instead of one load per row. Zero padding to kp. Chunks are 16 bytes
+   (kc * esz == 16: fp16 kc 8, fp32 kc 4), copied with one vector load and store each. */
+void pack_lhs_blocked(size_t esz, size_t mr, size_t kc, size_t kp, size_t m, size_t k, const void *x, size_t xs,
+                      void *out) {
+  const uint8_t *src = x;
+  uint8_t *o = out;
+  const size_t kfull = k / kc * kc;
+  for (size_t i0 = 0; i0 < m; i0 += mr) {
+    const size_t R = m - i0 < mr ? m - i0 : mr, step = R * 16;
+    for (size_t r = 0; r < R; r++) {
+      const uint8_t *s = src + (i0 + r) * xs * esz;
+      uint8_t *d = o + r * 16;
+      size_t c = 0;
+      for (; c < kfull; c += kc, d += step) vst1q_u8(d, vld1q_u8(s + c * esz));
+      for (; c < kp; c += kc, d += step) {
+        uint8_t t[16] = {0};
+        for (size_t b = 0; c + b / esz < k && b < 16; b++) t[b] = s[c * esz + b];
+        vst1q_u8(d, vld1q_u8(t));
+      }
+    }
+    o += kp * R * esz;
+  }
+}

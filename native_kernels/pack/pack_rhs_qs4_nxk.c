@@ -1,30 +1,37 @@
 /// RHS packers for 4-bit weights: take unpacked int8 W[N,K] in [-8,7], produce kernel layouts.
-#include <stdlib.h>
 #include "squat_pack.h"
 
-/* Nibble layouts: the int8 layout's block of B bytes (B = 32 for c4/nr=8, 64 for c8x2/nr=8) is stored in
-   B/2 bytes: element e < B/2 in the low nibble of byte e, element e + B/2 in the high nibble. The kernel
-   gets the first half with (p << 4) >> 4 and the second with p >> 4 (arithmetic shifts). */
-static void nibble_fold(size_t total, size_t block, const int8_t *src, uint8_t *dst) {
-  for (size_t b = 0; b < total; b += block)
-    for (size_t e = 0; e < block / 2; e++)
-      dst[b / 2 + e] = (uint8_t)((src[b + e] & 0xF) | ((src[b + e + block / 2] & 0xF) << 4));
+static inline int wat(const int8_t *w, size_t ws, size_t n, size_t k, size_t j, size_t l) {
+  return (j < n && l < k) ? w[j * ws + l] : 0;
 }
 
+/* One layout for every 4-bit-weight sdot/smmla kernel (prefill unpacks it, decode reads it in place). Per panel
+   of 8 columns: int32 sum over the low-nibble positions of each column (a correction of the W4A4 decode kernel),
+   then per 32-k block 8 vectors (g = 0..3, h = 0..1), byte 4j + i of vector (g, h) holding column 4h + j:
+       (w[k + 16] << 4) | (w[k] + 8),   k = 32b + 4g + i.
+   The high nibble is two's complement (p >> 4 = w[k + 16] exactly), the low nibble offset binary (p & 15 =
+   w[k] + 8), so the signed byte is 16 * w[k + 16] + w[k] + 8 in [-128, 127]. The sdot c4 order of each vector
+   (4 columns x 4 consecutive k) holds for both nibbles. kp must be a multiple of 32. */
 void pack_rhs_qs4_nxk_c4(size_t nr, size_t kp, size_t n, size_t k, const int8_t *w, size_t ws, uint8_t *out) {
-  size_t np = (n + nr - 1) / nr * nr, total = np * kp;
-  int8_t *tmp = malloc(total ? total : 1);
-  pack_rhs_qs8_nxk_c4(nr, kp, n, k, w, ws, tmp);
-  nibble_fold(total, nr * 4, tmp, out);
-  free(tmp);
-}
-
-void pack_rhs_qs4_nxk_c8x2(size_t nr, size_t kp, size_t n, size_t k, const int8_t *w, size_t ws, uint8_t *out) {
-  size_t np = (n + nr - 1) / nr * nr, total = np * kp;
-  int8_t *tmp = malloc(total ? total : 1);
-  pack_rhs_qs8_nxk_c8x2(nr, kp, n, k, w, ws, tmp);
-  nibble_fold(total, nr * 8, tmp, out);
-  free(tmp);
+  for (size_t p = 0; p < n; p += nr) {
+    int32_t *head = (int32_t *)out;
+    for (size_t j = 0; j < nr; j++) {
+      int32_t s = 0;
+      for (size_t l = 0; l < k; l++)
+        if (l % 32 < 16) s += wat(w, ws, n, k, p + j, l);
+      head[j] = s;
+    }
+    out += 4 * nr;
+    for (size_t b = 0; b < kp; b += 32)
+      for (size_t g = 0; g < 4; g++)
+        for (size_t h = 0; h < nr / 4; h++)
+          for (size_t j = 0; j < 4; j++)
+            for (size_t i = 0; i < 4; i++) {
+              const size_t col = p + 4 * h + j, kk = b + 4 * g + i;
+              const int lo = wat(w, ws, n, k, col, kk), hi = wat(w, ws, n, k, col, kk + 16);
+              *out++ = (uint8_t)(((hi & 0xF) << 4) | (lo + 8));
+            }
+  }
 }
 
 /* MKMP lanes: output columns (2j, 2j+1) share one int16 lane per k:

@@ -1,5 +1,5 @@
 /* Minimal declarations of the QEMU TCG plugin API, version 1 (QEMU 4.2 - 8.x), for the functions the
-   instruction counter uses. Written from the documented API because Debian ships no qemu-plugin.h.
+   instruction counters (insncount.c, insnprof.c) use. Written from the documented API because Debian ships no qemu-plugin.h.
    The symbols are resolved at load time against the qemu binary. */
 #ifndef SQUAT_QEMU_PLUGIN_V1_H
 #define SQUAT_QEMU_PLUGIN_V1_H
@@ -21,6 +21,7 @@ typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr, uint64_t imm);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
 void qemu_plugin_outs(const char *string);
 #endif

@@ -97,14 +97,19 @@ class KernelBenchmark(L.Callback):
 
 
 def kernel_headline(res: dict) -> str:
-    """One line for the run summary: bit-exactness and prefill instruction speedups over FP16 under qemu."""
+    """One line for the run summary: bit-exactness, then instruction speedups under qemu over the spill-free FP16
+    kernel (fp16 in and out), every integer path a fused linear with its activation quantization (fp32 in) and
+    dequantization (fp32 out) counted, at prefill (M = the run's sequence length) and decode (M = 1)."""
     parts = [f"bit-exact {'PASS' if res['exactness']['ok'] else 'FAIL'}"]
     for cpu, by_m in res.get("insn_per_token", {}).items():
-        t = by_m.get(str(max(map(int, by_m))))
-        fp16 = t.get("FP16")
-        if fp16:
-            sp = ", ".join(f"{k} {fp16 / t[k]:.2f}x" for k in ("W8A8", "W4A8", "mixed", "W4A4") if k in t)
-            parts.append(f"{cpu} M={max(map(int, by_m))} vs FP16: {sp}")
+        for m in sorted(by_m, key=int, reverse=True):
+            t = by_m[m]
+            fp16 = t.get("FP16")
+            if fp16:
+                sp = ", ".join(f"{k} {fp16 / t[k]:.2f}x" for k in ("W8A8", "W4A8", "mixed", "W4A4") if k in t)
+                parts.append(f"{cpu} {'decode' if m == '1' else 'prefill'} M={m}: {sp}")
     if "insn_per_token" not in res:
         parts.append(f"no qemu instruction counts ({res.get('insn_skipped', 'callbacks.kernel_benchmark.insn=false')})")
+    elif len(parts) > 1:
+        parts[1] = "vs FP16, quantization counted: " + parts[1]
     return "; ".join(parts) + " (details: kernel_bench.md)"

@@ -38,6 +38,41 @@ class KernelInfo:
     available: bool
 
 
+class _ActSite(C.Structure):  # squat_act_site
+    _fields_ = [("mode", C.c_int), ("bits", C.c_int), ("qmin", C.c_int), ("qmax", C.c_int), ("zero_point", C.c_int),
+                ("scale", C.c_float)]
+
+
+class _QlinearAct(C.Structure):  # squat_qlinear_act
+    _fields_ = [("low", _ActSite), ("high", _ActSite), ("high_mask", C.c_void_p)]
+
+
+_MODES = {"static": 0, "dynamic_per_token": 1}
+
+
+def act_site_struct(site) -> _ActSite:
+    """An activation site (``squat.export.ActSite`` or anything with its fields) as the C struct."""
+    if site.mode not in _MODES:
+        raise ValueError(f"site {getattr(site, 'name', '?')} is {site.mode!r}: only static and dynamic_per_token "
+                         "sites run on the integer kernels")
+    scale = float(site.scale) if site.mode == "static" else 0.0
+    return _ActSite(_MODES[site.mode], int(site.bits), int(site.qmin), int(site.qmax), int(site.zero_point or 0),
+                    scale)
+
+
+class QlinearError(ValueError):
+    """A squat_qlinear call refused its input; the message is the library's one-line fix."""
+
+
+@dataclass
+class QLinearWeights:
+    """A packed-weight blob for squat_qlinear_run (weights, rowsums, scales, bias, kernel layout)."""
+    n: int
+    k: int
+    weight_bits: int
+    data: np.ndarray
+
+
 @dataclass
 class PackedWeights:
     kernel: KernelInfo
@@ -58,13 +93,25 @@ class KernelLib:
             "squat_build_target": (C.c_char_p, []), "squat_cpu_features": (C.c_uint, []),
             "squat_igemm_count": (_sz, []), "squat_igemm_get": (C.POINTER(_IgemmHead), [_sz]),
             "squat_igemm_available": (C.c_int, [_sz]), "squat_igemm_default": (C.c_int, [C.c_char_p]),
+            "squat_igemm_default_m": (C.c_int, [C.c_char_p, _sz]),
             "squat_igemm_mr": (_sz, [_sz]), "squat_igemm_nr": (_sz, [_sz]), "squat_igemm_kr": (_sz, [_sz]),
             "squat_igemm_rhs_size": (_sz, [_sz, _sz, _sz]), "squat_igemm_lhs_size": (_sz, [_sz, _sz, _sz]),
             "squat_igemm_scratch_size": (_sz, [_sz, _sz, _sz, _sz]),
             "squat_igemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_igemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
-            "squat_igemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
-            "squat_igemm_matmul": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz]),
+            "squat_igemm_run": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz, _vp]),
+            "squat_igemm_max_k": (_sz, [_sz]),
+            "squat_igemm_workspace_size": (_sz, [_sz, _sz, _sz, _sz]),
+            "squat_igemm_matmul": (C.c_int, [_sz, _sz, _sz, _sz, _vp, _sz, _vp, _vp, _sz, _vp]),
+            "squat_qlinear_strerror": (C.c_char_p, [C.c_int]),
+            "squat_qlinear_packed_size": (_sz, [_sz, _sz, C.c_int, C.c_uint]),
+            "squat_qlinear_pack": (C.c_int, [_sz, _sz, C.c_int, _vp, _sz, _vp, C.c_int, _vp, C.c_uint, _vp]),
+            "squat_qlinear_packed_size_for": (_sz, [C.c_int, _sz, _sz]),
+            "squat_qlinear_pack_for": (C.c_int, [C.c_int, _sz, _sz, C.c_int, _vp, _sz, _vp, C.c_int, _vp, _vp]),
+            "squat_qlinear_kernel": (C.c_int, [_vp, _sz, C.c_int]),
+            "squat_qlinear_workspace_size": (_sz, [_vp, _sz]),
+            "squat_qlinear_run_kernel": (C.c_int, [C.c_int, _vp, _sz, _vp, _sz, C.POINTER(_QlinearAct), _vp, _sz,
+                                                   _vp, _sz, _vp]),
             "squat_fgemm_count": (_sz, []), "squat_fgemm_get": (C.POINTER(_FgemmHead), [_sz]),
             "squat_fgemm_available": (C.c_int, [_sz]),
             "squat_fgemm_mr": (_sz, [_sz]), "squat_fgemm_nr": (_sz, [_sz]), "squat_fgemm_kr": (_sz, [_sz]),
@@ -72,9 +119,6 @@ class KernelLib:
             "squat_fgemm_pack_rhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_fgemm_pack_lhs": (None, [_sz, _sz, _sz, _vp, _sz, _vp]),
             "squat_fgemm_run": (None, [_sz, _sz, _sz, _sz, _vp, _vp, _vp, _sz]),
-            "squat_quantize_group_f32": (C.c_float, [_sz, _sz, _vp, _sz, C.c_int, _vp, _sz]),
-            "squat_mixed_linear_f32": (C.c_int, [_sz, _sz, _sz, _vp, _sz, _vp, _vp, C.c_double, C.c_int, _vp,
-                                                 C.c_int, _vp, _vp, C.c_int, _vp, _sz, _vp, _vp]),
         }
         for name, (res, args) in sig.items():
             f = getattr(L, name)
@@ -94,11 +138,13 @@ class KernelLib:
                 bool(L.squat_fgemm_available(i)))
 
     # ---- selection -------------------------------------------------------------------------------------
-    def default(self, precision: str) -> KernelInfo:
-        """Fastest available kernel: 'w8a8', 'w4a8', 'w4a4' (integer) or 'fp32', 'fp16'."""
+    def default(self, precision: str, m: int | None = None) -> KernelInfo:
+        """Fastest available kernel: 'w8a8', 'w4a8', 'w4a4' (integer) or 'fp32', 'fp16'; with ``m = 1`` the decode
+        kernel (a GEMV reading the same packed weights) where there is one."""
         if precision in ("fp32", "fp16"):
-            return next(k for k in self.kernels.values() if k.precision == precision and k.available)
-        i = self.lib.squat_igemm_default(precision.encode())
+            cands = [k for k in self.kernels.values() if k.kind == "float" and k.precision == precision and k.available]
+            return next((k for k in cands if (k.mr == 1) == (m == 1)), cands[0])
+        i = self.lib.squat_igemm_default_m(precision.encode(), m or 0)
         if i < 0:
             raise RuntimeError(f"no available kernel for {precision}")
         return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
@@ -138,8 +184,11 @@ class KernelLib:
             if x.size and (x.min() < -lim or x.max() > lim - 1):
                 raise ValueError(f"{ki.name}: activations must lie in [{-lim}, {lim - 1}]")
             c = np.empty((m, packed.n), np.int32)
-            if self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n):
-                raise MemoryError("squat_igemm_matmul: allocation failed")
+            ws = np.empty(self.lib.squat_igemm_workspace_size(ki.index, m, packed.n, k), np.uint8)
+            if self.lib.squat_igemm_matmul(ki.index, m, packed.n, k, _ptr(x), k, _ptr(packed.data), _ptr(c), packed.n,
+                                           _ptr(ws)):
+                raise ValueError(f"{ki.name} computes K <= {self.lib.squat_igemm_max_k(ki.index)} exactly, got K = {k}: "
+                                 "use gemm_qs8_qs4_1x8c4_neondot (no K limit) or squat_qlinear_run, which picks it")
             return c
         dt = np.float32 if ki.precision == "fp32" else np.float16
         x = np.ascontiguousarray(x, dtype=dt)
@@ -177,37 +226,92 @@ class KernelLib:
                 return c
         return call
 
-    # ---- quantization and mixed precision ---------------------------------------------------------------
-    def quantize_group(self, x: np.ndarray, qmax: int) -> tuple[np.ndarray, float]:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        m, k = x.shape
-        q = np.empty((m, k), np.int8)
-        s = self.lib.squat_quantize_group_f32(m, k, _ptr(x), k, int(qmax), _ptr(q), k)
-        return q, float(np.float32(s))
-
-    def mixed_linear(self, x: np.ndarray, packed8: PackedWeights, packed4: PackedWeights, w_scale: np.ndarray,
-                     ratio8: float = 0.5, importance: np.ndarray | None = None, mask8: np.ndarray | None = None):
-        """float32 [M, K] -> (y float32 [M, N], mask uint8 [M] (1 = 8-bit token), scales (s8, s4))."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        m, k = x.shape
-        n = packed8.n
-        assert packed4.n == n and packed8.k == k == packed4.k
-        if importance is None and mask8 is None:
-            raise ValueError("give importance or mask8")
-        imp = None if importance is None else np.ascontiguousarray(importance, dtype=np.float32).reshape(m)
-        msk = None if mask8 is None else np.ascontiguousarray(mask8, dtype=np.uint8).reshape(m)
-        ws = np.ascontiguousarray(np.asarray(w_scale, dtype=np.float32).reshape(-1))
-        per_ch = int(ws.size == n and n != 1)
-        y = np.empty((m, n), np.float32)
-        mask = np.empty(m, np.uint8)
-        scales = np.zeros(2, np.float32)
-        rc = self.lib.squat_mixed_linear_f32(m, n, k, _ptr(x), k, _ptr(imp), _ptr(msk), float(ratio8),
-                                             packed8.kernel.index, _ptr(packed8.data), packed4.kernel.index,
-                                             _ptr(packed4.data), _ptr(ws), per_ch, _ptr(y), n, _ptr(mask),
-                                             _ptr(scales))
+    # ---- fused quantized linear (squat_qlinear.h) ------------------------------------------------------
+    def _ql_check(self, rc: int, what: str) -> None:
         if rc:
-            raise RuntimeError(f"squat_mixed_linear_f32 failed with code {rc}")
-        return y, mask, (float(scales[0]), float(scales[1]))
+            raise QlinearError(f"{what}: {self.lib.squat_qlinear_strerror(rc).decode()}")
+
+    def qlinear_pack(self, w: np.ndarray, weight_bits: int, w_scale, bias=None, features: int = 0,
+                     kernel: str | KernelInfo | None = None) -> QLinearWeights:
+        """int8 [N, K] weights of ``weight_bits`` (2..8), float32 scales ([N] per channel or one) and optional
+        bias -> a blob in this CPU's layout (or ``features``' layout, or ``kernel``'s)."""
+        w = np.ascontiguousarray(w, dtype=np.int8)
+        n, k = w.shape
+        sw = np.ascontiguousarray(np.asarray(w_scale, dtype=np.float32).reshape(-1))
+        per_ch = int(sw.size == n and n != 1)
+        b = None if bias is None else np.ascontiguousarray(np.asarray(bias, dtype=np.float32).reshape(n))
+        L = self.lib
+        if kernel is None:
+            size = L.squat_qlinear_packed_size(n, k, int(weight_bits), int(features))
+            if size == 0:
+                raise QlinearError(f"qlinear_pack: {L.squat_qlinear_strerror(-2).decode()} (got {weight_bits} bits)")
+            buf = np.zeros(size, np.uint8)
+            rc = L.squat_qlinear_pack(n, k, int(weight_bits), _ptr(w), k, _ptr(sw), per_ch, _ptr(b), int(features),
+                                      _ptr(buf))
+        else:
+            ki = self.get(kernel)
+            buf = np.zeros(max(1, L.squat_qlinear_packed_size_for(ki.index, n, k)), np.uint8)
+            rc = L.squat_qlinear_pack_for(ki.index, n, k, int(weight_bits), _ptr(w), k, _ptr(sw), per_ch, _ptr(b),
+                                          _ptr(buf))
+        self._ql_check(rc, "qlinear_pack")
+        return QLinearWeights(n, k, int(weight_bits), buf)
+
+    def qlinear_kernel(self, packed: QLinearWeights, m: int, act_bits: int) -> KernelInfo:
+        """The kernel squat_qlinear_run picks for M rows of ``act_bits``-bit activations."""
+        i = self.lib.squat_qlinear_kernel(_ptr(packed.data), m, int(act_bits))
+        self._ql_check(min(i, 0), "qlinear_kernel")
+        return next(k for k in self.kernels.values() if k.kind == "int" and k.index == i)
+
+    def _qlinear_act(self, m: int, site, high=None, high_mask=None):
+        act = _QlinearAct()
+        act.low = act_site_struct(site)
+        mask = None
+        if high_mask is not None:
+            if high is None:
+                raise ValueError("qlinear: high_mask needs the high site")
+            act.high = act_site_struct(high)
+            mask = np.ascontiguousarray(np.asarray(high_mask).reshape(m) != 0, dtype=np.uint8)
+            act.high_mask = mask.ctypes.data
+        return act, mask, max(act.low.bits, act.high.bits if mask is not None else 0)
+
+    def qlinear_runner(self, packed: QLinearWeights, m: int, site, high=None, high_mask=None,
+                       kernel: str | KernelInfo | None = None):
+        """Preallocated squat_qlinear_run closure x -> y for M rows (benchmarks: no allocation per call); its
+        ``.kernel`` names the kernel that runs."""
+        L = self.lib
+        act, mask, bits = self._qlinear_act(m, site, high, high_mask)
+        if kernel is None:
+            ki = L.squat_qlinear_kernel(_ptr(packed.data), m, max(2, min(8, bits)))
+            self._ql_check(min(ki, 0), "qlinear")
+        else:
+            ki = self.get(kernel).index
+        ws = np.empty(max(1, L.squat_qlinear_workspace_size(_ptr(packed.data), m)), np.uint8)
+        y = np.empty((m, packed.n), np.float32)
+        scales = np.empty(max(1, m), np.float32)
+        pb, pw, py, ps, k, n, run = _ptr(packed.data), _ptr(ws), _ptr(y), _ptr(scales), packed.k, packed.n, L.squat_qlinear_run_kernel
+        pact = C.byref(act)
+
+        def call(x: np.ndarray, _keep=(act, mask, ws, scales)):
+            rc = run(ki, pb, m, x.ctypes.data, k, pact, py, n, pw, ws.size, ps)
+            if rc:
+                self._ql_check(rc, "qlinear")
+            return y
+
+        call.kernel = next(kk for kk in self.kernels.values() if kk.kind == "int" and kk.index == ki)
+        call.row_scales = scales
+        return call
+
+    def qlinear(self, x: np.ndarray, packed: QLinearWeights, site, high=None, high_mask: np.ndarray | None = None,
+                kernel: str | KernelInfo | None = None, return_scales: bool = False):
+        """float32 [M, K] -> float32 [M, N] through squat_qlinear_run: ``site`` (and for token-adaptive inputs
+        ``high`` with a bool ``high_mask`` [M]) quantize the rows exactly as ``squat.export.ActSite.quantize``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        m, k = x.shape
+        if k != packed.k:
+            raise ValueError(f"qlinear: x has {k} columns, the weights {packed.k}")
+        run = self.qlinear_runner(packed, m, site, high, high_mask, kernel)
+        y = run(x).copy()
+        return (y, run.row_scales[:m].copy()) if return_scales else y
 
 
 _LIBS: dict[str, KernelLib] = {}

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from squat.export import pack_int4, unpack_int4
-from squat.kernels.reference import (int_gemm_ref, mixed_linear_ref, quantize_group_ref, round_half_away,
-                                     topk_mask_ref)
+from squat.kernels.reference import int_gemm_ref
 
 SHAPES = [(1, 1, 1), (1, 512, 512), (3, 17, 33), (7, 31, 4095), (13, 9, 129), (33, 65, 257), (128, 24, 96)]
 
@@ -22,9 +21,19 @@ def _vals(rng, shape, bits, mode):
 def test_kernel_table(lib):
     names = {k.name for k in lib.kernels.values()}
     assert {"gemm_qs8_qs8_8x8c4_neondot", "gemm_qs8_qs4x2_mkmp_4x8_neon", "gemm_qs4_qs4x2_mkmp_4x8_neon",
-            "gemm_f16_f16_8x16_neonfp16arith"} <= names
+            "gemm_f16_f16_8x16_neonfp16arith", "gemm_f16_f16_1x16_neonfp16arith", "gemm_qs8_qs8_1x8c4_neondot",
+            "gemm_qs8_qs8_1x8c8_neondot", "gemm_qs8_qs4_1x8c4_neondot", "gemm_qs4_qs4_1x8c4_neondot"} <= names
     for k in lib.kernels.values():
         assert k.mr > 0 and k.nr > 0 and k.kr > 0  # tile sizes come from the library
+
+
+def test_default_kernel_depends_on_m(lib):
+    """At M = 1 the default is the decode GEMV reading the same packed weights (smmla at M = 1 wastes half its
+    multiplies on a zero row); otherwise the prefill tile."""
+    for prec in ("w8a8", "w4a8", "w4a4", "fp16", "fp32"):
+        assert lib.default(prec, 1).mr == 1 and lib.default(prec, 128).mr > 1, prec
+    assert lib.default("w4a4", 1).name == "gemm_qs4_qs4_1x8c4_neondot"
+    assert lib.default("w4a8", 1).name == "gemm_qs8_qs4_1x8c4_neondot"
 
 
 @pytest.mark.parametrize("mode", ["rand", "min", "max"])
@@ -46,12 +55,13 @@ def test_int_kernels_exact(lib, m, n, k, mode):
             assert np.array_equal(got, tref), (ki.name, ab)
 
 
-def test_float_kernels(lib):
+@pytest.mark.parametrize("m", [1, 9])
+def test_float_kernels(lib, m):
     rng = np.random.default_rng(1)
-    x, w = rng.standard_normal((9, 77)).astype(np.float32), rng.standard_normal((21, 77)).astype(np.float32)
-    y32 = lib.matmul(x, lib.pack_weights(lib.default("fp32"), w))
+    x, w = rng.standard_normal((m, 77)).astype(np.float32), rng.standard_normal((41, 77)).astype(np.float32)
+    y32 = lib.matmul(x, lib.pack_weights(lib.default("fp32", m), w))
     np.testing.assert_allclose(y32, x @ w.T, rtol=1e-5, atol=1e-4)
-    y16 = lib.matmul(x.astype(np.float16), lib.pack_weights(lib.default("fp16"), w.astype(np.float16)))
+    y16 = lib.matmul(x.astype(np.float16), lib.pack_weights(lib.default("fp16", m), w.astype(np.float16)))
     np.testing.assert_allclose(y16.astype(np.float32), x @ w.T, rtol=0.05, atol=0.25)
 
 
@@ -72,45 +82,27 @@ def test_pack_rejects_out_of_range(lib):
         lib.matmul(np.full((1, 2), 9, np.int8), lib.pack_weights("gemm_qs4_qs4x2_mkmp_4x8_neon", np.zeros((2, 2), np.int8)))
 
 
-def test_round_half_away():
-    v = np.array([0.5, -0.5, 1.5, -2.5, 2.4999998, 0.49999997], np.float32)
-    assert round_half_away(v).tolist() == [1, -1, 2, -3, 2, 0]
-
-
-@pytest.mark.parametrize("qmax", [127, 7])
-def test_quantize_group_matches_reference(lib, qmax):
-    rng = np.random.default_rng(qmax)
-    x = (rng.standard_normal((11, 203)) * 3).astype(np.float32)
-    x[0, :8] = [0.5, -0.5, 1.5, -1.5, 2.5, 0, -0.0, 1e-30]
-    q, s = lib.quantize_group(x, qmax)
-    qr, sr = quantize_group_ref(x, qmax)
-    assert s == float(sr) and np.array_equal(q, qr)
-    # values sitting exactly on .5 of a step round away from zero
-    s2 = float(np.float32(4.0) / np.float32(qmax))
-    xt = np.array([[4.0, 0.5 * s2, -0.5 * s2, 1.5 * s2]], np.float32)
-    qt, _ = lib.quantize_group(xt, qmax)
-    assert np.array_equal(qt, quantize_group_ref(xt, qmax)[0])
-
-
-@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75, 1.0])
-@pytest.mark.parametrize("m", [1, 7, 128])
-def test_mixed_precision_token_control(lib, m, ratio):
+@pytest.mark.parametrize("m", [1, 8])
+def test_every_kernel_at_k_2_pow_17(lib, m):
+    """K >= 2^17, where the old x16 trick of the 4-bit decode path overflowed (M=1, N=8, K=131072, x=-128, w=-8
+    gave -134217728 instead of 134217728): every integer kernel, extreme and mixed values, against int64."""
+    k = 131072
     rng = np.random.default_rng(m)
-    n, k = 40, 97
-    w = rng.integers(-8, 8, (n, k)).astype(np.int8)
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    x[m // 2] *= 50  # outlier token
-    imp = rng.integers(0, 4, m).astype(np.float32)  # ties
-    sw = rng.random(n).astype(np.float32) * 0.01
-    yr, mr, sr = mixed_linear_ref(x, w, sw, ratio, importance=imp)
-    assert mr.sum() == int(np.floor(ratio * m + 0.5)) or ratio in (0.0, 1.0)
-    assert np.array_equal(mr, topk_mask_ref(imp, ratio))
-    for k8, k4 in ((lib.default("w4a8"), lib.default("w4a4")),
-                   (lib.get("gemm_qs8_qs4x2_mkmp_4x8_neon"), lib.get("gemm_qs4_qs4x2_mkmp_4x8_neon"))):
-        y, mask, s = lib.mixed_linear(x, lib.pack_weights(k8, w), lib.pack_weights(k4, w), sw, ratio, importance=imp)
-        assert np.array_equal(mask, mr) and np.array_equal(y, yr) and s == pytest.approx(sr, rel=0, abs=0)
-    # precomputed mask path
-    mask_in = (rng.random(m) < 0.3).astype(np.uint8)
-    y, mask, _ = lib.mixed_linear(x, lib.pack_weights(lib.default("w4a8"), w), lib.pack_weights(lib.default("w4a4"), w),
-                                  sw, mask8=mask_in)
-    assert np.array_equal(mask, mask_in) and np.array_equal(y, mixed_linear_ref(x, w, sw, mask8=mask_in)[0])
+    for ki in lib.kernels.values():
+        if ki.kind != "int" or not ki.available:
+            continue
+        xa, wa = (128 if ki.act_bits == 8 else 8), (128 if ki.weight_bits == 8 else 8)
+        for x, w in ((np.full((m, k), -xa, np.int8), np.full((8, k), -wa, np.int8)),
+                     (rng.choice([-xa, xa - 1], (m, k)).astype(np.int8), rng.choice([-wa, wa - 1], (9, k)).astype(np.int8))):
+            assert np.array_equal(lib.matmul(x, lib.pack_weights(ki, w)), int_gemm_ref(x, w)), ki.name
+    x, w = np.full((1, k), -128, np.int8), np.full((8, k), -8, np.int8)
+    assert (lib.matmul(x, lib.pack_weights(lib.default("w4a8", 1), w)) == 134217728).all()
+
+
+def test_k_limit_is_refused_with_the_limit_named(lib):
+    """The W4A4 decode kernel is exact for K <= 2^20 (|16 C| < 2^31); a larger K is refused, never wrapped."""
+    ki = lib.get("gemm_qs4_qs4_1x8c4_neondot")
+    k = (1 << 20) + 32
+    w = np.zeros((8, k), np.int8)
+    with pytest.raises(ValueError, match=r"K <= 1048576"):
+        lib.matmul(np.zeros((1, k), np.int8), lib.pack_weights(ki, w))

@@ -72,3 +72,15 @@ def test_run_kernel_benchmark_on_a_real_export(lib, tmp_path):
     assert set(res["ms_per_token"]) == {"8", "1"} and "torch int8 dynamic" in res["ms_per_token"]["8"]
     assert (tmp_path / "out" / "kernel_bench.md").read_text().count("Wall clock") == 2
     json.loads((tmp_path / "out" / "kernel_bench.json").read_text())
+
+
+def test_kernel_headline_is_rederived_from_the_honest_rows():
+    from squat.callbacks.kernel_benchmark import kernel_headline
+
+    res = {"exactness": {"ok": True},
+           "insn_per_token": {"cortex-a76": {"128": {"FP16": 5.7, "W8A8": 3.1, "W4A4": 3.17},
+                                             "1": {"FP16": 6.7, "W8A8": 3.7, "W4A4": 4.7}}}}
+    h = kernel_headline(res)
+    assert h.startswith("bit-exact PASS; vs FP16, quantization counted: cortex-a76 prefill M=128: W8A8 1.84x")
+    assert "cortex-a76 decode M=1: W8A8 1.81x, W4A4 1.43x" in h
+    assert "no qemu" in kernel_headline({"exactness": {"ok": False}})
