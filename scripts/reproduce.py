@@ -7,7 +7,8 @@ Steps (each skipped when its outputs exist, so rerunning the same command after 
   1. the FP teacher on BabyLM (``experiment=babylm_teacher``) into ROOT/teacher, then ``squat-eval`` of it into
      ROOT/teacher/eval (whole dev split per domain, 2000 lines scored alone, BLiMP): the FP row of every table;
   2. the sweeps (conf/experiment/repro_*.yaml) into ROOT/{table1,fig7,fig8}/..., two single-threaded jobs at a time
-     (``launcher=joblib``); a job whose summary.json exists is not run again;
+     (``launcher=joblib``); rerun, a sweep skips its finished jobs and resumes an interrupted one from its last
+     checkpoint;
   3. ``squat-report`` of ROOT/table1, ROOT/fig7 and ROOT/fig8 (report.md, report.json, PNGs, wandb).
 Extra arguments are Hydra overrides passed to every ``squat-train`` call.
 """
@@ -29,7 +30,7 @@ SWEEPS = {
     "fig8": [("ratios", "repro_fig8"), ("pair", "repro_fig8_pair"), ("topk", "repro_topk")],
 }
 SMOKE = ["trainer.max_steps=3", "trainer.val_check_interval=3", "data.max_train_chars=200000",
-         "data.max_val_chunks=8", "callbacks.final_eval.lines=50", "data.eval_batch_size=8"]
+         "data.max_val_chunks=8", "callbacks.final_eval.lines=50", "callbacks.final_eval.blimp_max_pairs=8"]
 SMOKE_TEACHER = ["trainer.max_steps=20", "trainer.val_check_interval=20", "data.max_train_chars=200000",
                  "data.max_val_chunks=8", "callbacks.final_eval.lines=50", "model.hidden_size=64",
                  "model.intermediate_size=128", "model.num_layers=2", "model.num_heads=2", "data.tokenizer.vocab_size=512"]
@@ -64,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
 
     teacher = root / "teacher"
-    if not (teacher / "summary.json").is_file():
-        resume = teacher / "checkpoints" / "last.ckpt"
+    if not (teacher / "summary.json").is_file():  # an interrupted teacher continues from its last checkpoint
         sh([str(BIN / "squat-train"), "experiment=babylm_teacher", f"hydra.run.dir={teacher}", "trainer.max_time=null",
-            *([f"ckpt_path={resume}"] if resume.is_file() else []), *(SMOKE_TEACHER if a.smoke else []), *a.overrides],
+            *(["ckpt_path=last"] if teacher.is_dir() else []), *(SMOKE_TEACHER if a.smoke else []), *a.overrides],
            root / "logs" / "teacher.log")
     if not (teacher / "eval" / "eval.json").is_file():
         sh([str(BIN / "squat-eval"), f"model_path={teacher / 'model'}", "data=babylm", f"hydra.run.dir={teacher / 'eval'}",
             "blimp_dir=${oc.env:SQUAT_BLIMP_DIR,../shared/data/blimp_filtered_sample}", "line_eval_max_lines=2000",
-            *(["max_batches=2", "line_eval_max_lines=50", "data.max_train_chars=200000"] if a.smoke else [])],
+            *(["max_batches=2", "line_eval_max_lines=50", "blimp_max_pairs=8", "data.max_train_chars=200000"]
+              if a.smoke else [])],
            root / "logs" / "teacher_eval.log")
 
     for report_dir, sweeps in SWEEPS.items():

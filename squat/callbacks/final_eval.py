@@ -20,10 +20,11 @@ log = logging.getLogger("squat")
 
 
 class FinalEvaluation(L.Callback):
-    """``blimp_dir``: a folder of BLiMP JSON-lines files (null: no BLiMP); ``lines``: how many evaluation lines to
-    score one by one (null: all, 0: none)."""
+    """``blimp_dir``: a folder of BLiMP JSON-lines files (null: no BLiMP); ``blimp_max_pairs``: pairs per phenomenon,
+    spread over each file (null: all); ``lines``: how many evaluation lines to score one by one (null: all, 0: none)."""
 
-    def __init__(self, output_dir: str, blimp_dir: str | None = None, lines: int | None = 2000):
+    def __init__(self, output_dir: str, blimp_dir: str | None = None, lines: int | None = 2000,
+                 blimp_max_pairs: int | None = None):
         if blimp_dir is not None and not Path(blimp_dir).is_dir():
             raise FileNotFoundError(f"callbacks.final_eval.blimp_dir={blimp_dir!r} is not a folder of BLiMP *.json "
                                     "files (e.g. ../shared/data/blimp_filtered_sample), or set it to null")
@@ -31,7 +32,9 @@ class FinalEvaluation(L.Callback):
             read_blimp(blimp_dir)  # a malformed or empty file fails now, named, not after training
         if lines is not None and lines < 0:
             raise ValueError(f"callbacks.final_eval.lines={lines} must be >= 0 (or null for every line)")
-        self.output_dir, self.blimp_dir, self.lines = Path(output_dir), blimp_dir, lines
+        if blimp_max_pairs is not None and blimp_max_pairs < 1:
+            raise ValueError(f"callbacks.final_eval.blimp_max_pairs={blimp_max_pairs} must be positive (or null: all)")
+        self.output_dir, self.blimp_dir, self.lines, self.max_pairs = Path(output_dir), blimp_dir, lines, blimp_max_pairs
         self.result: dict[str, float] = {}
 
     @torch.no_grad()
@@ -47,7 +50,7 @@ class FinalEvaluation(L.Callback):
                 lines = line_bits_per_byte(model, dm.tokenizer, eval_lines(dm.cfg, self.lines))
                 res.update({f"val_lines/{k}": v for k, v in lines.items()})
             if self.blimp_dir:
-                res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, dm.tokenizer, self.blimp_dir).items()})
+                res.update({f"blimp/{k}": v for k, v in evaluate_blimp(model, dm.tokenizer, self.blimp_dir, self.max_pairs).items()})
         finally:
             model.train(was_training)
         self.result = res
