@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("squat")
 
@@ -226,6 +226,7 @@ class ValidateSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra import compose
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.hydra_config import HydraConfig
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
@@ -233,12 +234,18 @@ class ValidateSweep(Callback):
         params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
         overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        before = HydraConfig.instance().cfg
         for i, job in enumerate(jobs):
-            cfg = compose(config.hydra.job.config_name, overrides=list(job) + ["output_dir=/validating"])
+            cfg = compose(config.hydra.job.config_name, overrides=list(job) + ["output_dir=/validating"],
+                          return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)  # so ${hydra:...} (the wandb group) resolves as in the job
+            with open_dict(cfg):
+                del cfg["hydra"]
             try:
                 OmegaConf.to_object(cfg)
             except (ValueError, FileNotFoundError) as e:
                 sys.exit(f"{type(e).__name__}: sweep job {i} of {len(jobs)} ({' '.join(job)}): {e}; no job was started")
+        HydraConfig.instance().cfg = before
         log.info("all %d jobs of the sweep validate", len(jobs))
 
 

@@ -433,3 +433,14 @@ def test_a_bad_value_in_a_later_sweep_job_fails_before_the_first_job(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0 and "sweep job 1 of 2 (method.r_entropy=-1" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "sweep").exists()  # job 0 never started
+
+
+def test_sweep_validation_resolves_the_default_wandb_logger(tmp_path):
+    """The default logger's wandb group is ``${hydra:sweep.dir}``; validating job 0 must resolve it as the job
+    would (it once failed with 'HydraConfig was not set', which stopped every multirun on the default logger)."""
+    tiny = [o for o in TINY if not o.startswith("logger=")]
+    cmd = [sys.executable, "-m", "squat.train", "-m", "stage.lr=1e-3,-1", *tiny,
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "sweep job 1 of 2 (stage.lr=-1" in proc.stderr, proc.stderr[-2000:]
+    assert "HydraConfig was not set" not in proc.stderr
