@@ -11,6 +11,7 @@ Pure tensor functions; the model's attention calls them. Conventions:
 
 from __future__ import annotations
 
+
 import torch
 import torch.nn as nn
 
@@ -175,6 +176,21 @@ def threshold_for_ratio(importance: Tensor, ratio: float, valid_mask: Tensor | N
     return vals.kthvalue(vals.numel() - k + 1).values
 
 
+_TINY = torch.finfo(torch.float32).tiny  # importance can underflow to 0; its log must stay finite
+
+
+def track_threshold(threshold: Tensor, batch_log: Tensor, momentum: float) -> Tensor:
+    """One training step of the threshold's moving average, taken on the log scale.
+
+    Attention to the first token spans many orders of magnitude (a trained 4-layer student's layer-3 quantiles
+    move between 1e-23 and 1e-18 from batch to batch) and can fall by as many during QAT. A linear average is
+    pulled up by the largest batches and can shrink by only ``momentum`` per step, so the realised 8-bit share fell
+    to 0.27 at ratio 0.5 after 200 steps; averaging ``log`` thresholds (a geometric mean) tracks the batches'
+    median quantile and follows a collapse at the same rate as a rise."""
+    old = threshold.float().clamp_min(_TINY).log()
+    return old.lerp(batch_log.float(), momentum).exp().to(threshold.dtype)
+
+
 def select_by_threshold(importance: Tensor, threshold: Tensor, ratio: float, valid_mask: Tensor | None = None) -> Tensor:
     """The causal rule: a token is 8-bit iff its own importance reaches the layer's calibrated threshold.
 
@@ -275,9 +291,10 @@ class TokenPrecisionState:
                     return select_by_threshold(imp, threshold, self.ratio, valid)
                 high = select_by_threshold(imp, threshold, self.ratio, valid)
                 if training:
-                    batch = _synced(threshold_for_ratio(imp, self.ratio, valid)).reshape(threshold.shape)
+                    batch = threshold_for_ratio(imp, self.ratio, valid).clamp_min(_TINY).log()
+                    batch = _synced(batch).reshape(threshold.shape)  # DDP: the ranks' geometric mean
                     if torch.isfinite(batch).all():
-                        threshold.lerp_(batch.to(threshold.dtype), self.momentum)
+                        threshold.copy_(track_threshold(threshold, batch, self.momentum))
                 return high
         return select_by_threshold(imp, imp.new_zeros(()), self.ratio, valid)
 
