@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reruns every number in docs/results.md (after scripts/setup.sh). Sections can be run alone:
-#   bash scripts/results.sh builtin|babylm_teacher|babylm_ablation|qat_recipe|kernels
+#   bash scripts/results.sh builtin|babylm_teacher|babylm_ablation|token_rule|step_cost|qat_recipe|kernels
 # Each writes under outputs/docs/ and prints the table that docs/results.md quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +34,33 @@ if [[ $what == all || $what == babylm_ablation ]]; then
   # Paper Fig. 7 at small scale: Squat at W4A4 with the entropy (rE) and distribution (rD) losses on/off.
   $B/squat-train -m experiment=ablation_losses hydra.sweep.dir=outputs/docs/babylm_ablation_losses \
     data=babylm data.batch_size=16 data.max_val_chunks=800 stage.teacher=outputs/docs/babylm_teacher/model \
-    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null
+    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null \
+    callbacks.final_eval.blimp_dir=../shared/data/blimp_filtered_sample
   $B/squat-report outputs/docs/babylm_ablation_losses
+fi
+
+if [[ $what == all || $what == token_rule ]]; then
+  # What causality costs: W4 A4:8 Squat students with the causal threshold rule and the paper's whole-sequence
+  # top-k, section 4's recipe, then cached decoding against recomputation on 20 dev prompts x 32 tokens.
+  $B/squat-train -m hydra.sweep.dir=outputs/docs/babylm_token_rule stage=qat method=squat quant=w4a4_8 \
+    quant.token_policy.rule=threshold,topk \
+    data=babylm data.batch_size=16 data.max_val_chunks=800 stage.teacher=outputs/docs/babylm_teacher/model \
+    trainer.max_steps=200 trainer.val_check_interval=200 callbacks.kernel_benchmark=null \
+    callbacks.final_eval.blimp_dir=../shared/data/blimp_filtered_sample
+  $B/squat-report outputs/docs/babylm_token_rule
+  $B/python scripts/decode_check.py outputs/docs/babylm_token_rule/*/model --dev ../shared/data/babylm_dev_partial
+fi
+
+if [[ $what == all || $what == step_cost ]]; then
+  # The QAT step's cost over plain distillation (16 x 128 tokens, 1 thread, CPU time), before the cheaper step
+  # (commit f38d784, its own copy of the script) and now, one after the other on the same machine.
+  rm -rf outputs/docs/f38d784 && git worktree add --detach outputs/docs/f38d784 f38d784
+  (cd outputs/docs/f38d784 && PYTHONPATH=. "$OLDPWD/$B/python" scripts/step_cost.py \
+    --teacher "$OLDPWD/outputs/docs/babylm_teacher/model" --rounds 8 --threads 1 \
+    --out "$OLDPWD/outputs/docs/step_cost_before")
+  git worktree remove --force outputs/docs/f38d784
+  $B/python scripts/step_cost.py --teacher outputs/docs/babylm_teacher/model --rounds 8 --threads 1 \
+    --out outputs/docs/step_cost_after
 fi
 
 if [[ $what == all || $what == qat_recipe ]]; then
