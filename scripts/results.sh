@@ -22,7 +22,8 @@ if [[ $what == all || $what == babylm_teacher ]]; then
   # 5.46M-parameter LLaMA, 8000-token BPE, 20 minutes of training on BabyLM text, then dev ppl (whole split and per
   # domain), bits per byte (chunks and line by line) and BLiMP. The same data, model and recipe once more in a bare
   # PyTorch loop (scripts/plain_loop.py), run after it on the same machine, as the yardstick.
-  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher
+  # max_time: the recipe is 1250 steps; the 21-minute default budget cuts it short on a shared machine.
+  $B/squat-train experiment=babylm_teacher hydra.run.dir=outputs/docs/babylm_teacher trainer.max_time=00:00:35:00
   $B/python scripts/plain_loop.py --out outputs/docs/babylm_plain_loop --minutes 21 experiment=babylm_teacher
   for t in babylm_teacher babylm_plain_loop; do
     $B/squat-eval model_path=outputs/docs/$t/model data=babylm blimp_dir=../shared/data/blimp_filtered_sample \
