@@ -1,0 +1,117 @@
+/// @file squat_runtime.h
+/// Integer runtime of an exported LLaMA student (squat-int/2, squat/export.py): the whole forward in C, every
+/// quantized linear through squat_qlinear_run, with a KV cache for decoding.
+///
+/// Arithmetic, in the order the Python student (squat.quant, eval mode) does it:
+///  - float parts in FP32: embeddings, RMSNorm (1 / sqrtf(mean(x^2) + eps)), RoPE (x * cos + rotate_half(x) * sin
+///    with tables handed in by the caller, so every RoPE variant of the HF config is the config's own), SiLU,
+///    residual adds and a float output head. No FP16 anywhere.
+///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
+///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
+///  - attention: q and k (after RoPE) and v quantized with their static sites, scores = (double)(sum_d qc * kc) *
+///    s_q * s_k rounded to float32, times the float32 scaling; softmax in float64 rounded to float32; the
+///    probabilities quantized to the probs site (8-bit unsigned, step 1/255); probs @ v as an int32 sum per value
+///    scale group (high and low tokens of a token-adaptive v), rescaled in float64 and rounded to float32.
+///  - token rule (causal threshold, squat.quant.token_policy): layer l's importance of a token is the mean over
+///    heads of its float32 attention probability (or score) on the first key; the token is high precision iff
+///    importance >= the layer's exported threshold (ratio 0: never, ratio 1: always). Layer l's choice sets its
+///    v, o_proj, gate/up and down inputs and layer l+1's attention input, q and k; layer 0's are high precision
+///    (exported as plain sites). Each layer's choices are kept for the whole cached sequence.
+///  - KV cache: keys and values are cached as their centered integers (q - zero_point) with the precision their
+///    token was given, which equals re-quantizing the float cache every step (static sites).
+///
+/// Usage: squat_rt_create -> squat_rt_set_float / squat_rt_set_linear / squat_rt_set_attention for every
+/// tensor -> squat_rt_ready (checks completeness, allocates every buffer for max_seq tokens) -> squat_rt_forward
+/// (prefill M tokens, then one at a time; squat_rt_reset starts a new sequence) -> squat_rt_destroy.
+/// squat_rt_forward allocates nothing.
+#ifndef SQUAT_RUNTIME_H
+#define SQUAT_RUNTIME_H
+#include <stddef.h>
+#include <stdint.h>
+#include "squat_qlinear.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Return codes (0 = success); squat_rt_strerror() gives a one-line message naming the fix.
+enum {
+  SQUAT_RT_OK = 0,
+  SQUAT_RT_E_ARG = -101,       ///< NULL pointer, index out of range, or a config value out of range
+  SQUAT_RT_E_SHAPE = -102,     ///< a tensor's size disagrees with the config
+  SQUAT_RT_E_MISSING = -103,   ///< squat_rt_ready before every tensor was set
+  SQUAT_RT_E_NOT_READY = -104, ///< squat_rt_forward before squat_rt_ready (or after a failed one)
+  SQUAT_RT_E_SEQ = -105,       ///< the sequence would exceed max_seq tokens
+  SQUAT_RT_E_TOKEN = -106,     ///< a token id outside [0, vocab)
+  SQUAT_RT_E_SITE = -107,      ///< an attention site the runtime cannot run (not static, or width out of range)
+  SQUAT_RT_E_RANGE = -108,     ///< an attention int32 sum could overflow at these widths and max_seq
+  SQUAT_RT_E_NOMEM = -109,     ///< allocation failed at load time
+};
+const char *squat_rt_strerror(int code);
+
+/// Which layers' token choices feed a site (squat.export ActSite.adaptive).
+enum { SQUAT_RT_FIXED = 0, SQUAT_RT_ADAPT_INPUT = 1, SQUAT_RT_ADAPT_OUTPUT = 2 };
+
+/// One activation site: float (no quantizer), or `low` (and, adaptive, `high` for the high-precision tokens).
+typedef struct squat_rt_site {
+  int quantized;   ///< 0 = float input
+  int adaptive;    ///< SQUAT_RT_FIXED, SQUAT_RT_ADAPT_INPUT (previous layer's choice) or _ADAPT_OUTPUT (this layer's)
+  squat_act_site low, high;
+} squat_rt_site;
+
+/// Token rule of a token-adaptive export.
+enum { SQUAT_RT_RULE_NONE = 0, SQUAT_RT_RULE_THRESHOLD = 1, SQUAT_RT_RULE_ALL_LOW = 2, SQUAT_RT_RULE_ALL_HIGH = 3 };
+
+typedef struct squat_rt_config {
+  int n_layers, hidden, n_heads, n_kv_heads, head_dim, intermediate, vocab;
+  int max_seq;          ///< longest sequence (prompt + generated) the buffers hold
+  float rms_eps;        ///< RMSNorm epsilon
+  float attn_scaling;   ///< multiplies the scores (head_dim^-0.5)
+  int token_rule;       ///< SQUAT_RT_RULE_*
+  int score_logits;     ///< token importance from the pre-softmax scores instead of the probabilities
+} squat_rt_config;
+
+/// Linear slots of a block; SQUAT_RT_HEAD with layer -1 is the output head.
+enum { SQUAT_RT_Q, SQUAT_RT_K, SQUAT_RT_V, SQUAT_RT_O, SQUAT_RT_GATE, SQUAT_RT_UP, SQUAT_RT_DOWN, SQUAT_RT_HEAD };
+
+typedef struct squat_rt squat_rt;
+
+/// A runtime for `cfg` (copied), or NULL with *err set.
+squat_rt *squat_rt_create(const squat_rt_config *cfg, int *err);
+void squat_rt_destroy(squat_rt *rt);
+
+/// Float tensors (copied), by name: "embed" [vocab, hidden], "norm" [hidden], "rope_cos"/"rope_sin"
+/// [max_seq, head_dim] (position-major), "layer.input_norm" / "layer.post_norm" [hidden] for `layer`, and "head"
+/// [vocab, hidden] for a float output head. `n` is the number of floats, checked against the config.
+int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *data, size_t n);
+
+/// A linear (slot SQUAT_RT_*, layer 0.., or -1 for the head): quantized int8 weights [n_out, n_in] of
+/// `weight_bits` with float32 scales (per channel or one) packed by squat_qlinear_pack, and the site of its
+/// input. A float site is refused (quantized weights need quantized inputs here).
+int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, int weight_bits,
+                        const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
+                        const squat_rt_site *act);
+
+/// The attention sites of a block (q, k after RoPE; v; probs) and its token threshold (ignored without rule).
+int squat_rt_set_attention(squat_rt *rt, int layer, const squat_rt_site *q, const squat_rt_site *k,
+                           const squat_rt_site *v, const squat_rt_site *probs, float token_threshold);
+
+/// Checks that everything is set and allocates the buffers for max_seq tokens. Returns 0 or a code.
+int squat_rt_ready(squat_rt *rt);
+
+/// Start a new sequence (the cache is emptied; nothing is freed).
+void squat_rt_reset(squat_rt *rt);
+/// Tokens in the cache.
+size_t squat_rt_pos(const squat_rt *rt);
+
+/// Append `n` tokens at positions pos .. pos + n - 1 and run them (causal attention over the whole cache).
+/// `logits`: float32 [n, vocab] if `all_logits`, else [vocab] for the last token; may be NULL.
+int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, int all_logits);
+
+/// Layer `layer`'s token choices (1 = high precision) for positions 0 .. pos - 1, or NULL.
+const uint8_t *squat_rt_high_flags(const squat_rt *rt, int layer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
