@@ -86,8 +86,9 @@ void squat_rt_destroy(squat_rt *rt);
 int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *data, size_t n);
 
 /// A linear (slot SQUAT_RT_*, layer 0.., or -1 for the head): quantized int8 weights [n_out, n_in] of
-/// `weight_bits` with float32 scales (per channel or one) packed by squat_qlinear_pack, and the site of its
-/// input. A float site is refused (quantized weights need quantized inputs here).
+/// `weight_bits` with float32 scales (per channel or one) and the site of its input. A quantized site packs them
+/// for squat_qlinear_run; a float site (e.g. o_proj, whose input the paper leaves in float) keeps the integers
+/// and computes y = (sum_k x_k w_nk in float64) * s_w + bias, rounded to float32, as the student does.
 int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, int weight_bits,
                         const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
                         const squat_rt_site *act);

@@ -9,8 +9,11 @@
 #define N_SLOTS 7
 
 typedef struct rt_linear {
-  void *blob;           /* squat_qlinear blob, or NULL for a float linear (head only) */
-  float *fw;            /* float weights [n, k] */
+  void *blob;           /* squat_qlinear blob (quantized input), or NULL: */
+  int8_t *wq;           /* integer weights [n, k] of a float-input linear, with wscale and bias, or */
+  float *fw;            /* float weights [n, k] (float head) */
+  float *wscale, *bias;
+  int per_channel;
   size_t n, k;
   squat_rt_site act;
 } rt_linear;
@@ -77,7 +80,10 @@ fail:
   return NULL;
 }
 
-static void free_linear(rt_linear *l) { free(l->blob); free(l->fw); }
+static void free_linear(rt_linear *l) {
+  free(l->blob); free(l->wq); free(l->fw); free(l->wscale); free(l->bias);
+  memset(l, 0, sizeof *l);
+}
 
 void squat_rt_destroy(squat_rt *rt) {
   if (!rt) return;
@@ -115,10 +121,9 @@ int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *d
   if (!strcmp(name, "rope_cos")) return copy_floats(&rt->rope_cos, data, n, rope);
   if (!strcmp(name, "rope_sin")) return copy_floats(&rt->rope_sin, data, n, rope);
   if (!strcmp(name, "head")) {
-    free(rt->head.blob);
-    rt->head.blob = NULL;
+    if (n != v * h) return SQUAT_RT_E_SHAPE;
+    free_linear(&rt->head);
     rt->head.n = v; rt->head.k = h;
-    memset(&rt->head.act, 0, sizeof rt->head.act);
     return copy_floats(&rt->head.fw, data, n, v * h);
   }
   if (layer < 0 || layer >= c->n_layers) return SQUAT_RT_E_ARG;
@@ -146,17 +151,28 @@ int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t 
     return SQUAT_RT_E_ARG;
   }
   if (n_out != want_n || n_in != want_k) return SQUAT_RT_E_SHAPE;
-  if (!act->quantized) return SQUAT_RT_E_SITE;
-  const size_t size = squat_qlinear_packed_size(n_out, n_in, weight_bits, 0);
-  if (!size) return SQUAT_QL_E_BITS;
-  void *blob = malloc(size);
-  if (!blob) return SQUAT_RT_E_NOMEM;
-  const int rc = squat_qlinear_pack(n_out, n_in, weight_bits, w, n_in, w_scale, w_scale_per_channel, bias, 0, blob);
-  if (rc) { free(blob); return rc; }
-  free_linear(l);
-  l->fw = NULL;
-  l->blob = blob; l->n = n_out; l->k = n_in; l->act = *act;
+  if (weight_bits < 2 || weight_bits > 8) return SQUAT_QL_E_BITS;
   rt->ready = 0;
+  free_linear(l);
+  l->n = n_out; l->k = n_in; l->act = *act;
+  if (act->quantized) {
+    const size_t size = squat_qlinear_packed_size(n_out, n_in, weight_bits, 0);
+    if (!(l->blob = malloc(size))) return SQUAT_RT_E_NOMEM;
+    const int rc = squat_qlinear_pack(n_out, n_in, weight_bits, w, n_in, w_scale, w_scale_per_channel, bias, 0, l->blob);
+    if (rc) free_linear(l);
+    return rc;
+  }
+  /* float input: y = (sum_k x_k w_nk in float64) * s_w[n] + bias[n], as the student computes it */
+  const size_t ns = w_scale_per_channel ? n_out : 1;
+  if (!(l->wq = malloc(n_out * n_in)) || !(l->wscale = malloc(ns * sizeof(float))) ||
+      (bias && !(l->bias = malloc(n_out * sizeof(float))))) {
+    free_linear(l);
+    return SQUAT_RT_E_NOMEM;
+  }
+  memcpy(l->wq, w, n_out * n_in);
+  memcpy(l->wscale, w_scale, ns * sizeof(float));
+  if (bias) memcpy(l->bias, bias, n_out * sizeof(float));
+  l->per_channel = w_scale_per_channel != 0;
   return SQUAT_RT_OK;
 }
 
@@ -206,15 +222,15 @@ int squat_rt_ready(squat_rt *rt) {
   const squat_rt_config *c = &rt->c;
   const size_t s = (size_t)c->max_seq, h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
                kvd = (size_t)c->n_kv_heads * c->head_dim, im = (size_t)c->intermediate;
-  if (!rt->embed || !rt->norm || !rt->rope_cos || !rt->rope_sin || (!rt->head.blob && !rt->head.fw))
+  if (!rt->embed || !rt->norm || !rt->rope_cos || !rt->rope_sin || (!rt->head.blob && !rt->head.wq && !rt->head.fw))
     return SQUAT_RT_E_MISSING;
   size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0;
   for (int i = 0; i < c->n_layers; i++) {
     rt_layer *L = &rt->layers[i];
     if (!L->input_norm || !L->post_norm || !L->attn_set) return SQUAT_RT_E_MISSING;
     for (int j = 0; j < N_SLOTS; j++) {
-      if (!L->lin[j].blob) return SQUAT_RT_E_MISSING;
-      const size_t w = squat_qlinear_workspace_size(L->lin[j].blob, s);
+      if (!L->lin[j].blob && !L->lin[j].wq) return SQUAT_RT_E_MISSING;
+      const size_t w = L->lin[j].blob ? squat_qlinear_workspace_size(L->lin[j].blob, s) : 0;
       if (w > ws) ws = w;
     }
     if ((int64_t)c->head_dim * span(&L->q) * span(&L->k) >= ((int64_t)1 << 31) ||
@@ -260,6 +276,23 @@ static const squat_act_site *site_for(const squat_rt *rt, int l, const squat_rt_
 }
 
 static int linear(squat_rt *rt, int l, const rt_linear *lin, size_t m, const float *x, float *y) {
+  if (lin->wq) { /* float input, integer weights: float64 sums (four partial sums), one rescale */
+    for (size_t i = 0; i < m; i++)
+      for (size_t j = 0; j < lin->n; j++) {
+        const float *a = x + i * lin->k;
+        const int8_t *b = lin->wq + j * lin->k;
+        double acc[4] = {0};
+        size_t t = 0;
+        for (; t + 4 <= lin->k; t += 4)
+          for (int r = 0; r < 4; r++) acc[r] += (double)a[t + r] * b[t + r];
+        double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for (; t < lin->k; t++) sum += (double)a[t] * b[t];
+        double v = sum * (double)lin->wscale[lin->per_channel ? j : 0];
+        if (lin->bias) v += lin->bias[j];
+        y[i * lin->n + j] = (float)v;
+      }
+    return SQUAT_RT_OK;
+  }
   if (!lin->blob) { /* float head: y = x @ W^T in float32, eight partial sums per dot product */
     for (size_t i = 0; i < m; i++)
       for (size_t j = 0; j < lin->n; j++) {
