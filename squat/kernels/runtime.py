@@ -69,6 +69,10 @@ def _site(s: ActSite, where: str, allow_float: bool = False) -> _Site:
     if s.dynamic and allow_float is False:
         raise ExportError(f"{where}: dynamic per-token scales at an attention site are not supported by the integer "
                           "runtime: train the student with a static-scale method (lsq, squat, pact)")
+    for g in (s, s.high) if s.high is not None else (s,):
+        if not 2 <= (g.bits or 0) <= 8:
+            raise ExportError(f"{where}: unsupported width: {g.bits}-bit activations; the runtime runs 2 to 8 bits "
+                              "(export a student with quant.act_bits and token_policy.high_bits in 2..8)")
     out = _Site(1, _ADAPTIVE[s.adaptive], act_site_struct(s.low), _ActSite())
     if s.high is not None:
         out.high = act_site_struct(s.high)

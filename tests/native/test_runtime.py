@@ -1,0 +1,149 @@
+"""The integer runtime (native_kernels/runtime, squat.kernels.runtime) against the fake-quant student it was
+exported from: logits of real validation text, the token rule's choices, greedy generation with the KV cache,
+and the errors of bad inputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from squat.export import ExportError, export_model
+from squat.kernels.runtime import IntegerRuntime, RuntimeCallError
+from squat.utils import to_typed
+from tests.conftest import TINY, compose_cfg
+
+DATA = [o for o in TINY if o.startswith("data.")]
+QUANTS = ["w8a8", "w4a8", "w4a4_8", "w4a4"]
+GEN_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from squat.train import run
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("rt_teacher")
+    run(compose_cfg(TINY + ["trainer.max_steps=40", "stage.lr=1e-2"], tmp))
+    return tmp / "model"
+
+
+@pytest.fixture(scope="module")
+def text(teacher, tmp_path_factory):
+    """(train batch, validation batch) of the embedded text, tokenized by the teacher's tokenizer."""
+    from squat.data import TextDataModule
+    from transformers import AutoTokenizer
+
+    rc = to_typed(compose_cfg(DATA, tmp_path_factory.mktemp("rt_data")))
+    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(teacher)).prepare()
+    return next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+
+
+@pytest.fixture(scope="module", params=QUANTS)
+def student(request, teacher, text, lib, tmp_path_factory):
+    """A student quantized from the trained teacher (LSQ scales and the token thresholds calibrated on a training
+    batch), its export and the runtime over that export."""
+    from squat.models import load_model
+    from squat.quant.prepare import calibrate, quantize_model
+
+    tmp = tmp_path_factory.mktemp(f"rt_{request.param}")
+    rc = to_typed(compose_cfg(DATA + [f"quant={request.param}", "stage=qat", f"stage.teacher={teacher}"], tmp))
+    model = load_model(str(teacher), attn_implementation="eager")
+    quantize_model(model, rc.quant, "lsq")
+    calibrate(model, text[0])
+    model.eval()
+    export_model(model, tmp / "export")
+    return request.param, model, IntegerRuntime(tmp / "export", max_seq=96), tmp / "export"
+
+
+def test_logits_match_the_fake_quant_student_on_validation_text(student, text):
+    name, model, rt, _ = student
+    val = text[1][:4]
+    worst = 0.0
+    for seq in val:
+        with torch.no_grad():
+            ref = model(seq[None]).logits[0].numpy()
+        got = rt.logits(seq)
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+        state = model.squat_quant.state
+        if state is not None:  # the token rule chose the same precisions in every layer
+            for layer, high in state.high.items():
+                assert np.array_equal(rt.high_flags(layer), high[0].numpy()), (name, layer)
+    print(f"\n{name}: max |logit diff| / max |logit| over {len(val)} sequences = {worst:.2e}")
+    assert worst < 1e-3, (name, worst)
+
+
+def test_cached_decoding_equals_the_prefill(student, text):
+    """step() after a prefill gives the logits a prefill of the whole sequence gives (the cache holds integers)."""
+    _, _, rt, _ = student
+    seq = text[1][0, :24]
+    full = rt.logits(seq)
+    rt.prefill(seq[:10])
+    steps = np.stack([rt.step(int(t)) for t in seq[10:]])
+    assert np.array_equal(steps, full[10:])  # the same bits: every kernel of M = 1 and M > 1 rounds alike
+
+
+def test_greedy_generation_is_token_identical_to_generate(student, text):
+    name, model, rt, _ = student
+    gc = model.generation_config
+    gc.eos_token_id, gc.pad_token_id = None, 0  # never stop early: both sides produce every token
+    for seq in text[1][:4]:
+        prompt = seq[: 8 + int(seq[0]) % 8]
+        with torch.no_grad():
+            want = model.generate(prompt[None], attention_mask=torch.ones_like(prompt[None]),
+                                  max_new_tokens=GEN_TOKENS, do_sample=False)[0, prompt.numel():].tolist()
+        assert rt.generate(prompt, GEN_TOKENS) == want, name
+
+
+def test_bad_inputs_fail_with_one_message_naming_the_fix(student, tmp_path):
+    name, _, rt, export = student
+    if name != "w4a8":
+        pytest.skip("checked once")
+    with pytest.raises(RuntimeCallError, match="tokenizer"):
+        rt.logits([0, rt.vocab])
+    with pytest.raises(ValueError, match="larger max_seq"):
+        rt.generate([1] * 90, 10)
+    with pytest.raises(ValueError, match="at least one token"):
+        rt.logits([])
+    small = IntegerRuntime(export, max_seq=4)
+    with pytest.raises(RuntimeCallError, match="larger max_seq"):
+        small.logits([1, 2, 3, 4, 5])
+    # a truncated tensor file, and a manifest from another model
+    trunc = tmp_path / "trunc"
+    trunc.mkdir()
+    (trunc / "manifest.json").write_text((export / "manifest.json").read_text())
+    data = (export / "quantized.safetensors").read_bytes()
+    (trunc / "quantized.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportError, match="export the model again"):
+        IntegerRuntime(trunc)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["config"]["intermediate_size"] += 8
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "quantized.safetensors").write_bytes(data)
+    with pytest.raises(RuntimeCallError, match="export the model again"):
+        IntegerRuntime(other)
+    manifest = json.loads((export / "manifest.json").read_text())
+    site = manifest["layers"][0]["mlp_input"]
+    manifest["sites"][site]["bits"] = 9
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="unsupported width"):
+        IntegerRuntime(other)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["family"], manifest["model_type"] = "gpt2", "gpt2"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="LLaMA only"):
+        IntegerRuntime(other)
+
+
+def test_missing_toolchain_names_the_install_command(student, monkeypatch):
+    import squat.kernels.build as build
+    from squat.kernels import ToolchainMissing
+
+    if student[0] != "w4a8":
+        pytest.skip("checked once")
+    monkeypatch.setattr(build.shutil, "which", lambda tool: None)
+    with pytest.raises(ToolchainMissing, match="apt-get install"):
+        IntegerRuntime(student[3])
