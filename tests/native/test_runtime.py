@@ -109,10 +109,9 @@ def test_greedy_generation_is_token_identical_to_generate(student, text):
     assert len(distinct) > 20, distinct  # the student writes text, not one repeated token
 
 
+@pytest.mark.parametrize("student", ["w4a8"], indirect=True)
 def test_bad_inputs_fail_with_one_message_naming_the_fix(student, tmp_path):
-    name, _, rt, export = student
-    if name != "w4a8":
-        pytest.skip("checked once")
+    _, _, rt, export = student
     with pytest.raises(RuntimeCallError, match="tokenizer"):
         rt.logits([0, rt.vocab])
     with pytest.raises(ValueError, match="larger max_seq"):
@@ -151,12 +150,35 @@ def test_bad_inputs_fail_with_one_message_naming_the_fix(student, tmp_path):
         IntegerRuntime(other)
 
 
+@pytest.mark.parametrize("student", ["w4a8"], indirect=True)
 def test_missing_toolchain_names_the_install_command(student, monkeypatch):
     import squat.kernels.build as build
     from squat.kernels import ToolchainMissing
 
-    if student[0] != "w4a8":
-        pytest.skip("checked once")
     monkeypatch.setattr(build.shutil, "which", lambda tool: None)
     with pytest.raises(ToolchainMissing, match="apt-get install"):
         IntegerRuntime(student[3])
+
+
+@pytest.mark.parametrize("student", ["w4a4_8-qat"], indirect=True)  # its run folder has model/ beside export/
+def test_squat_generate_prints_text_and_tokens_per_second(student, tmp_path):
+    import subprocess
+    import sys
+
+    from squat.config import GenerateConfig
+    from squat.generate import run_generate
+
+    _, _, rt, export = student
+    res = run_generate(GenerateConfig(export_dir=str(export), prompt="The little girl", max_new_tokens=12))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(export.parent / "model")
+    assert res["new_tokens"] == rt.generate(tok("The little girl").input_ids, 12, tok.eos_token_id)
+    assert res["text"] == tok.decode(res["new_tokens"]) and res["decode_tokens_per_s"] > 0
+    out = subprocess.run([sys.executable, "-m", "squat.generate", f"export_dir={export}", "prompt=The little girl",
+                          "max_new_tokens=12"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("The little girl" + res["text"]) and "tokens/s" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # prints only: no run folder, no log file
+    with pytest.raises(FileNotFoundError, match="tokenizer="):
+        run_generate(GenerateConfig(export_dir=str(tmp_path), prompt="x"))
