@@ -1,10 +1,11 @@
 /// @file squat_runtime.h
-/// Integer runtime of an exported LLaMA student (squat-int/2, squat/export.py): the whole forward in C, every
-/// quantized linear through squat_qlinear_run, with a KV cache for decoding.
+/// Integer runtime of an exported LLaMA or GPT-2 student (squat-int/2, squat/export.py): the whole forward in C,
+/// every quantized linear through squat_qlinear_run, with a KV cache for decoding.
 ///
 /// Arithmetic, in the order the Python student (squat.quant, eval mode) does it:
-///  - float parts in FP32: embeddings, RMSNorm (1 / sqrtf(mean(x^2) + eps)), RoPE (x * cos + rotate_half(x) * sin
-///    with tables handed in by the caller, so every RoPE variant of the HF config is the config's own), SiLU,
+///  - float parts in FP32 (sums of squares and means in float64): embeddings (+ learned positions, GPT-2),
+///    RMSNorm (LLaMA) or LayerNorm (GPT-2), RoPE (x * cos + rotate_half(x) * sin with tables handed in by the
+///    caller, so every RoPE variant of the HF config is the config's own), SiLU gate (LLaMA) or tanh GELU (GPT-2),
 ///    residual adds and a float output head. No FP16 anywhere.
 ///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
 ///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
@@ -62,16 +63,22 @@ typedef struct squat_rt_site {
 /// Token rule of a token-adaptive export.
 enum { SQUAT_RT_RULE_NONE = 0, SQUAT_RT_RULE_THRESHOLD = 1, SQUAT_RT_RULE_ALL_LOW = 2, SQUAT_RT_RULE_ALL_HIGH = 3 };
 
+/// Architectures: LLaMA (RMSNorm, RoPE, SiLU-gated MLP, q/k/v projections) and GPT-2 (LayerNorm with bias,
+/// learned positions, one c_attn linear to [q | k | v], GELU (tanh) MLP, tied head).
+enum { SQUAT_RT_LLAMA = 0, SQUAT_RT_GPT2 = 1 };
+
 typedef struct squat_rt_config {
+  int arch;             ///< SQUAT_RT_LLAMA or SQUAT_RT_GPT2
   int n_layers, hidden, n_heads, n_kv_heads, head_dim, intermediate, vocab;
   int max_seq;          ///< longest sequence (prompt + generated) the buffers hold
-  float rms_eps;        ///< RMSNorm epsilon
+  float norm_eps;       ///< RMSNorm / LayerNorm epsilon
   float attn_scaling;   ///< multiplies the scores (head_dim^-0.5)
   int token_rule;       ///< SQUAT_RT_RULE_*
   int score_logits;     ///< token importance from the pre-softmax scores instead of the probabilities
 } squat_rt_config;
 
-/// Linear slots of a block; SQUAT_RT_HEAD with layer -1 is the output head.
+/// Linear slots of a block; SQUAT_RT_HEAD with layer -1 is the output head. GPT-2 uses Q for c_attn ([q | k | v],
+/// 3 * hidden outputs), O for attn.c_proj, UP for mlp.c_fc and DOWN for mlp.c_proj.
 enum { SQUAT_RT_Q, SQUAT_RT_K, SQUAT_RT_V, SQUAT_RT_O, SQUAT_RT_GATE, SQUAT_RT_UP, SQUAT_RT_DOWN, SQUAT_RT_HEAD };
 
 typedef struct squat_rt squat_rt;
@@ -80,9 +87,11 @@ typedef struct squat_rt squat_rt;
 squat_rt *squat_rt_create(const squat_rt_config *cfg, int *err);
 void squat_rt_destroy(squat_rt *rt);
 
-/// Float tensors (copied), by name: "embed" [vocab, hidden], "norm" [hidden], "rope_cos"/"rope_sin"
-/// [max_seq, head_dim] (position-major), "layer.input_norm" / "layer.post_norm" [hidden] for `layer`, and "head"
-/// [vocab, hidden] for a float output head. `n` is the number of floats, checked against the config.
+/// Float tensors (copied), by name: "embed" [vocab, hidden], "norm" [hidden], "layer.input_norm" /
+/// "layer.post_norm" [hidden] for `layer`, "head" [vocab, hidden] for a float output head; LLaMA: "rope_cos" /
+/// "rope_sin" [max_seq, head_dim] (position-major); GPT-2: "pos_embed" [>= max_seq, hidden] (the first max_seq
+/// rows are kept) and the LayerNorm biases "norm_bias", "layer.input_norm_bias", "layer.post_norm_bias" [hidden].
+/// `n` is the number of floats, checked against the config.
 int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *data, size_t n);
 
 /// A linear (slot SQUAT_RT_*, layer 0.., or -1 for the head): quantized int8 weights [n_out, n_in] of

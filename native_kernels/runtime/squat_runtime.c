@@ -20,7 +20,7 @@ typedef struct rt_linear {
 
 typedef struct rt_layer {
   rt_linear lin[N_SLOTS];
-  float *input_norm, *post_norm;
+  float *input_norm, *post_norm, *input_norm_b, *post_norm_b;  /* biases: GPT-2 LayerNorm */
   squat_rt_site q, k, v, probs;
   int attn_set;
   float threshold;
@@ -32,11 +32,11 @@ struct squat_rt {
   squat_rt_config c;
   rt_layer *layers;
   rt_linear head;
-  float *embed, *norm, *rope_cos, *rope_sin;
+  float *embed, *norm, *norm_b, *rope_cos, *rope_sin, *pos_embed;
   int ready;
   size_t pos;
   /* per-call buffers, sized for max_seq rows */
-  float *x, *xn, *tmp, *qb, *kb, *vb, *attn, *g, *u, *scores, *probs;
+  float *x, *xn, *tmp, *qkv, *qb, *kb, *vb, *attn, *g, *u, *scores, *probs;
   int16_t *qc, *pc;
   double *qscale, *e;
   void *work;
@@ -65,7 +65,7 @@ squat_rt *squat_rt_create(const squat_rt_config *cfg, int *err) {
   squat_rt *rt = NULL;
   if (!cfg || cfg->n_layers <= 0 || cfg->hidden <= 0 || cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 ||
       cfg->n_heads % cfg->n_kv_heads || cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->intermediate <= 0 ||
-      cfg->vocab <= 0 || cfg->max_seq <= 0 || cfg->token_rule < SQUAT_RT_RULE_NONE ||
+      cfg->vocab <= 0 || cfg->max_seq <= 0 || (cfg->arch != SQUAT_RT_LLAMA && cfg->arch != SQUAT_RT_GPT2) || cfg->token_rule < SQUAT_RT_RULE_NONE ||
       cfg->token_rule > SQUAT_RT_RULE_ALL_HIGH)
     goto fail;
   rc = SQUAT_RT_E_NOMEM;
@@ -90,12 +90,12 @@ void squat_rt_destroy(squat_rt *rt) {
   for (int i = 0; rt->layers && i < rt->c.n_layers; i++) {
     rt_layer *L = &rt->layers[i];
     for (int s = 0; s < N_SLOTS; s++) free_linear(&L->lin[s]);
-    free(L->input_norm); free(L->post_norm); free(L->kc); free(L->vc); free(L->high);
+    free(L->input_norm); free(L->post_norm); free(L->input_norm_b); free(L->post_norm_b); free(L->kc); free(L->vc); free(L->high);
   }
   free(rt->layers);
   free_linear(&rt->head);
-  free(rt->embed); free(rt->norm); free(rt->rope_cos); free(rt->rope_sin);
-  free(rt->x); free(rt->xn); free(rt->tmp); free(rt->qb); free(rt->kb); free(rt->vb); free(rt->attn);
+  free(rt->embed); free(rt->norm); free(rt->norm_b); free(rt->rope_cos); free(rt->rope_sin); free(rt->pos_embed);
+  free(rt->x); free(rt->xn); free(rt->tmp); free(rt->qkv); free(rt->qb); free(rt->kb); free(rt->vb); free(rt->attn);
   free(rt->g); free(rt->u); free(rt->scores); free(rt->probs); free(rt->qc); free(rt->pc); free(rt->qscale);
   free(rt->e); free(rt->work);
   free(rt);
@@ -114,12 +114,15 @@ static int copy_floats(float **dst, const float *src, size_t n, size_t want) {
 int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *data, size_t n) {
   if (!rt || !name || !data) return SQUAT_RT_E_ARG;
   const squat_rt_config *c = &rt->c;
-  const size_t h = (size_t)c->hidden, v = (size_t)c->vocab, rope = (size_t)c->max_seq * (size_t)c->head_dim;
+  const size_t h = (size_t)c->hidden, v = (size_t)c->vocab, rope = (size_t)c->max_seq * (size_t)c->head_dim,
+               pe = (size_t)c->max_seq * h;
   rt->ready = 0;
   if (!strcmp(name, "embed")) return copy_floats(&rt->embed, data, n, v * h);
   if (!strcmp(name, "norm")) return copy_floats(&rt->norm, data, n, h);
   if (!strcmp(name, "rope_cos")) return copy_floats(&rt->rope_cos, data, n, rope);
   if (!strcmp(name, "rope_sin")) return copy_floats(&rt->rope_sin, data, n, rope);
+  if (!strcmp(name, "norm_bias")) return copy_floats(&rt->norm_b, data, n, h);
+  if (!strcmp(name, "pos_embed")) return copy_floats(&rt->pos_embed, data, n < pe ? n : pe, pe);
   if (!strcmp(name, "head")) {
     if (n != v * h) return SQUAT_RT_E_SHAPE;
     free_linear(&rt->head);
@@ -129,6 +132,8 @@ int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *d
   if (layer < 0 || layer >= c->n_layers) return SQUAT_RT_E_ARG;
   if (!strcmp(name, "layer.input_norm")) return copy_floats(&rt->layers[layer].input_norm, data, n, h);
   if (!strcmp(name, "layer.post_norm")) return copy_floats(&rt->layers[layer].post_norm, data, n, h);
+  if (!strcmp(name, "layer.input_norm_bias")) return copy_floats(&rt->layers[layer].input_norm_b, data, n, h);
+  if (!strcmp(name, "layer.post_norm_bias")) return copy_floats(&rt->layers[layer].post_norm_b, data, n, h);
   return SQUAT_RT_E_ARG;
 }
 
@@ -145,7 +150,10 @@ int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t 
     l = &rt->head; want_n = (size_t)c->vocab; want_k = h;
   } else if (layer >= 0 && layer < c->n_layers && slot >= 0 && slot < N_SLOTS) {
     l = &rt->layers[layer].lin[slot];
-    const size_t ns[N_SLOTS] = {qd, kvd, kvd, h, im, im, h}, ks[N_SLOTS] = {h, h, h, qd, h, h, im};
+    const size_t ns[N_SLOTS] = {c->arch == SQUAT_RT_GPT2 ? qd + 2 * kvd : qd, kvd, kvd, h, im, im, h},
+                 ks[N_SLOTS] = {h, h, h, qd, h, h, im};
+    if (c->arch == SQUAT_RT_GPT2 && (slot == SQUAT_RT_K || slot == SQUAT_RT_V || slot == SQUAT_RT_GATE))
+      return SQUAT_RT_E_ARG;
     want_n = ns[slot]; want_k = ks[slot];
   } else {
     return SQUAT_RT_E_ARG;
@@ -222,13 +230,17 @@ int squat_rt_ready(squat_rt *rt) {
   const squat_rt_config *c = &rt->c;
   const size_t s = (size_t)c->max_seq, h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
                kvd = (size_t)c->n_kv_heads * c->head_dim, im = (size_t)c->intermediate;
-  if (!rt->embed || !rt->norm || !rt->rope_cos || !rt->rope_sin || (!rt->head.blob && !rt->head.wq && !rt->head.fw))
+  const int gpt2 = c->arch == SQUAT_RT_GPT2;
+  if (!rt->embed || !rt->norm || (!rt->head.blob && !rt->head.wq && !rt->head.fw) ||
+      (gpt2 ? !rt->pos_embed || !rt->norm_b : !rt->rope_cos || !rt->rope_sin))
     return SQUAT_RT_E_MISSING;
   size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0;
   for (int i = 0; i < c->n_layers; i++) {
     rt_layer *L = &rt->layers[i];
-    if (!L->input_norm || !L->post_norm || !L->attn_set) return SQUAT_RT_E_MISSING;
+    if (!L->input_norm || !L->post_norm || !L->attn_set || (gpt2 && (!L->input_norm_b || !L->post_norm_b)))
+      return SQUAT_RT_E_MISSING;
     for (int j = 0; j < N_SLOTS; j++) {
+      if (gpt2 && (j == SQUAT_RT_K || j == SQUAT_RT_V || j == SQUAT_RT_GATE)) continue;
       if (!L->lin[j].blob && !L->lin[j].wq) return SQUAT_RT_E_MISSING;
       const size_t w = L->lin[j].blob ? squat_qlinear_workspace_size(L->lin[j].blob, s) : 0;
       if (w > ws) ws = w;
@@ -241,7 +253,7 @@ int squat_rt_ready(squat_rt *rt) {
     ALLOC(L->high, s);
   }
   ALLOC(rt->x, s * h); ALLOC(rt->xn, s * h); ALLOC(rt->tmp, s * h);
-  ALLOC(rt->qb, s * qd); ALLOC(rt->kb, s * kvd); ALLOC(rt->vb, s * kvd); ALLOC(rt->attn, s * qd);
+  ALLOC(rt->qkv, s * (qd + 2 * kvd)); ALLOC(rt->qb, s * qd); ALLOC(rt->kb, s * kvd); ALLOC(rt->vb, s * kvd); ALLOC(rt->attn, s * qd);
   ALLOC(rt->g, s * im); ALLOC(rt->u, s * im);
   ALLOC(rt->scores, (size_t)c->n_heads * s); ALLOC(rt->probs, (size_t)c->n_heads * s);
   ALLOC(rt->qc, s * qd); ALLOC(rt->pc, s); ALLOC(rt->qscale, s); ALLOC(rt->e, s);
@@ -322,6 +334,7 @@ static int linear(squat_rt *rt, int l, const rt_linear *lin, size_t m, const flo
   return squat_qlinear_run(lin->blob, m, x, lin->k, &act, y, lin->n, rt->work, rt->work_size);
 }
 
+/* x / sqrtf(mean(x^2) + eps) * w, the mean of squares summed in float64 */
 static void rmsnorm(size_t m, size_t h, const float *x, const float *w, float eps, float *y) {
   for (size_t i = 0; i < m; i++) {
     const float *xr = x + i * h;
@@ -333,6 +346,30 @@ static void rmsnorm(size_t m, size_t h, const float *x, const float *w, float ep
 }
 
 /* x * cos + rotate_half(x) * sin for each head of one row, rotate_half(x) = (-x2, x1). */
+/* (x - mean) / sqrtf(var + eps) * w + b, mean and biased variance summed in float64 */
+static void layernorm(size_t m, size_t h, const float *x, const float *w, const float *b, float eps, float *y) {
+  for (size_t i = 0; i < m; i++) {
+    const float *xr = x + i * h;
+    double sum = 0.0, ss = 0.0;
+    for (size_t j = 0; j < h; j++) sum += xr[j];
+    const float mean = (float)(sum / (double)h);
+    for (size_t j = 0; j < h; j++) ss += ((double)xr[j] - mean) * ((double)xr[j] - mean);
+    const float r = 1.0f / sqrtf((float)(ss / (double)h) + eps);
+    for (size_t j = 0; j < h; j++) y[i * h + j] = (xr[j] - mean) * r * w[j] + b[j];
+  }
+}
+
+static void norm(const squat_rt *rt, size_t m, const float *x, const float *w, const float *b, float *y) {
+  if (rt->c.arch == SQUAT_RT_GPT2) layernorm(m, (size_t)rt->c.hidden, x, w, b, rt->c.norm_eps, y);
+  else rmsnorm(m, (size_t)rt->c.hidden, x, w, rt->c.norm_eps, y);
+}
+
+/* GPT-2's gelu_new, op by op as HF computes it: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))) */
+static inline float gelu_tanh(float x) {
+  const float inner = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
+  return 0.5f * x * (1.0f + tanhf(inner));
+}
+
 static void rope(float *row, int n_heads, int d, const float *cos, const float *sin) {
   const int half = d / 2;
   for (int hd = 0; hd < n_heads; hd++) {
@@ -435,39 +472,60 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
     if (ids[i] < 0 || ids[i] >= c->vocab) return SQUAT_RT_E_TOKEN;
   const size_t h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
                kvd = (size_t)c->n_kv_heads * c->head_dim, im = (size_t)c->intermediate, D = (size_t)c->head_dim;
-  for (size_t i = 0; i < n; i++) memcpy(rt->x + i * h, rt->embed + (size_t)ids[i] * h, h * sizeof(float));
+  const int gpt2 = c->arch == SQUAT_RT_GPT2;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(rt->x + i * h, rt->embed + (size_t)ids[i] * h, h * sizeof(float));
+    if (gpt2)
+      for (size_t j = 0; j < h; j++) rt->x[i * h + j] = rt->x[i * h + j] + rt->pos_embed[(rt->pos + i) * h + j];
+  }
   int rc;
   for (int l = 0; l < c->n_layers; l++) {
     rt_layer *L = &rt->layers[l];
-    rmsnorm(n, h, rt->x, L->input_norm, c->rms_eps, rt->xn);
-    if ((rc = linear(rt, l, &L->lin[SQUAT_RT_Q], n, rt->xn, rt->qb)) ||
-        (rc = linear(rt, l, &L->lin[SQUAT_RT_K], n, rt->xn, rt->kb)) ||
-        (rc = linear(rt, l, &L->lin[SQUAT_RT_V], n, rt->xn, rt->vb)))
+    norm(rt, n, rt->x, L->input_norm, L->input_norm_b, rt->xn);
+    if (gpt2) { /* c_attn: one linear to [q | k | v] */
+      const size_t w = qd + 2 * kvd;
+      if ((rc = linear(rt, l, &L->lin[SQUAT_RT_Q], n, rt->xn, rt->qkv))) return rc;
+      for (size_t i = 0; i < n; i++) {
+        memcpy(rt->qb + i * qd, rt->qkv + i * w, qd * sizeof(float));
+        memcpy(rt->kb + i * kvd, rt->qkv + i * w + qd, kvd * sizeof(float));
+        memcpy(rt->vb + i * kvd, rt->qkv + i * w + qd + kvd, kvd * sizeof(float));
+      }
+    } else if ((rc = linear(rt, l, &L->lin[SQUAT_RT_Q], n, rt->xn, rt->qb)) ||
+               (rc = linear(rt, l, &L->lin[SQUAT_RT_K], n, rt->xn, rt->kb)) ||
+               (rc = linear(rt, l, &L->lin[SQUAT_RT_V], n, rt->xn, rt->vb))) {
       return rc;
+    }
     for (size_t i = 0; i < n; i++) {
       const size_t p = rt->pos + i;
-      const float *cs = rt->rope_cos + p * D, *sn = rt->rope_sin + p * D;
-      rope(rt->qb + i * qd, c->n_heads, c->head_dim, cs, sn);
-      rope(rt->kb + i * kvd, c->n_kv_heads, c->head_dim, cs, sn);
+      if (!gpt2) {
+        const float *cs = rt->rope_cos + p * D, *sn = rt->rope_sin + p * D;
+        rope(rt->qb + i * qd, c->n_heads, c->head_dim, cs, sn);
+        rope(rt->kb + i * kvd, c->n_kv_heads, c->head_dim, cs, sn);
+      }
       quantize_row(rt->kb + i * kvd, kvd, site_for(rt, l, &L->k, p), L->kc + p * kvd);
     }
     attention(rt, l, n);
     if ((rc = linear(rt, l, &L->lin[SQUAT_RT_O], n, rt->attn, rt->tmp))) return rc;
-    for (size_t t = 0; t < n * h; t++) rt->x[t] = rt->x[t] + rt->tmp[t];
-    rmsnorm(n, h, rt->x, L->post_norm, c->rms_eps, rt->xn);
-    if ((rc = linear(rt, l, &L->lin[SQUAT_RT_GATE], n, rt->xn, rt->g)) ||
-        (rc = linear(rt, l, &L->lin[SQUAT_RT_UP], n, rt->xn, rt->u)))
-      return rc;
-    for (size_t t = 0; t < n * im; t++) {
-      const float g = rt->g[t];
-      rt->g[t] = (g / (1.0f + expf(-g))) * rt->u[t];
+    for (size_t t = 0; t < n * h; t++) rt->x[t] = rt->tmp[t] + rt->x[t];
+    norm(rt, n, rt->x, L->post_norm, L->post_norm_b, rt->xn);
+    if (gpt2) {
+      if ((rc = linear(rt, l, &L->lin[SQUAT_RT_UP], n, rt->xn, rt->g))) return rc;
+      for (size_t t = 0; t < n * im; t++) rt->g[t] = gelu_tanh(rt->g[t]);
+    } else {
+      if ((rc = linear(rt, l, &L->lin[SQUAT_RT_GATE], n, rt->xn, rt->g)) ||
+          (rc = linear(rt, l, &L->lin[SQUAT_RT_UP], n, rt->xn, rt->u)))
+        return rc;
+      for (size_t t = 0; t < n * im; t++) {
+        const float g = rt->g[t];
+        rt->g[t] = (g / (1.0f + expf(-g))) * rt->u[t];
+      }
     }
     if ((rc = linear(rt, l, &L->lin[SQUAT_RT_DOWN], n, rt->g, rt->tmp))) return rc;
-    for (size_t t = 0; t < n * h; t++) rt->x[t] = rt->x[t] + rt->tmp[t];
+    for (size_t t = 0; t < n * h; t++) rt->x[t] = rt->tmp[t] + rt->x[t];
   }
   const size_t first = all_logits ? 0 : n - 1, rows = n - first;
   if (logits) {
-    rmsnorm(rows, h, rt->x + first * h, rt->norm, c->rms_eps, rt->xn);
+    norm(rt, rows, rt->x + first * h, rt->norm, rt->norm_b, rt->xn);
     if ((rc = linear(rt, -1, &rt->head, rows, rt->xn, logits))) return rc;
   }
   rt->pos += n;

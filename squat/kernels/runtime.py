@@ -2,8 +2,8 @@
 greedy generations out, the whole forward in C.
 
 :class:`squat.export.ExportedModel` reads and checks the files (the one reader); this module only checks that the
-runtime can run what it read (LLaMA, integer inputs at every linear, static attention sites, the causal threshold
-rule) and hands every tensor to the C side, which packs the weights once.
+runtime can run what it read (LLaMA or GPT-2, integer weights at every block linear, static attention sites, the
+causal threshold rule) and hands every tensor to the C side, which packs the weights once.
 """
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ import torch
 from squat.export import ActSite, ExportedModel, ExportError
 from squat.kernels.binding import _ActSite, act_site_struct, load
 
-_SLOTS = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2, "self_attn.o_proj": 3,
-          "mlp.gate_proj": 4, "mlp.up_proj": 5, "mlp.down_proj": 6}
+# Per family: block prefix, linear -> C slot (squat_runtime.h SQUAT_RT_Q ...), the two norms, the final norm.
+_LAYOUT = {
+    "llama": ("model.layers", {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2,
+                               "self_attn.o_proj": 3, "mlp.gate_proj": 4, "mlp.up_proj": 5, "mlp.down_proj": 6},
+              ("input_layernorm", "post_attention_layernorm"), "model.norm"),
+    "gpt2": ("transformer.h", {"attn.c_attn": 0, "attn.c_proj": 3, "mlp.c_fc": 5, "mlp.c_proj": 6},
+             ("ln_1", "ln_2"), "transformer.ln_f"),
+}
+_ARCH = {"llama": 0, "gpt2": 1}
 _HEAD = 7
 _ADAPTIVE = {None: 0, "input": 1, "output": 2}
 _RULE_NONE, _RULE_THRESHOLD, _RULE_ALL_LOW, _RULE_ALL_HIGH = 0, 1, 2, 3
@@ -28,9 +35,9 @@ class _Site(C.Structure):  # squat_rt_site
 
 
 class _Config(C.Structure):  # squat_rt_config
-    _fields_ = [(n, C.c_int) for n in ("n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "intermediate",
+    _fields_ = [(n, C.c_int) for n in ("arch", "n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "intermediate",
                                        "vocab", "max_seq")] + [
-        ("rms_eps", C.c_float), ("attn_scaling", C.c_float), ("token_rule", C.c_int), ("score_logits", C.c_int)]
+        ("norm_eps", C.c_float), ("attn_scaling", C.c_float), ("token_rule", C.c_int), ("score_logits", C.c_int)]
 
 
 class RuntimeCallError(RuntimeError):
@@ -93,22 +100,23 @@ class IntegerRuntime:
 
     def __init__(self, export_dir: str | Path, max_seq: int | None = None, preset: str | None = None):
         exp = self.export = ExportedModel(export_dir)
-        m, cfg = exp.manifest, exp.config
-        if m.get("family") != "llama":
+        m = exp.manifest
+        self.family = m.get("family")
+        if self.family not in _LAYOUT:
             raise ExportError(f"{exp.dir}: architecture {m.get('model_type')!r} is not supported by the integer "
-                              "runtime yet (LLaMA only): run it with squat.export.integer_reference instead")
-        if cfg.get("hidden_act", "silu") != "silu":
-            raise ExportError(f"{exp.dir}: hidden_act {cfg['hidden_act']!r}; the runtime's LLaMA MLP is SiLU-gated")
+                              "runtime (LLaMA and GPT-2): run it with squat.export.integer_reference instead")
+        shape = self._shape(exp)
+        self.max_seq = int(max_seq or shape["positions"])
+        if self.max_seq > shape["positions"]:
+            raise ValueError(f"max_seq={self.max_seq} exceeds the model's {shape['positions']} positions: "
+                             f"use max_seq<={shape['positions']}")
+        self.vocab = shape["vocab"]
         self.lib = load(preset)
         self._L = _bind(self.lib)
-        heads = cfg["num_attention_heads"]
-        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
-        self.max_seq = int(max_seq or cfg["max_position_embeddings"])
-        self.vocab = cfg["vocab_size"]
         rule, score_logits = self._token_rule(exp)
-        c = _Config(m["num_layers"], cfg["hidden_size"], heads, cfg.get("num_key_value_heads") or heads, head_dim,
-                    cfg["intermediate_size"], self.vocab, self.max_seq, cfg["rms_norm_eps"], head_dim ** -0.5,
-                    rule, score_logits)
+        c = _Config(_ARCH[self.family], m["num_layers"], shape["hidden"], shape["heads"], shape["kv_heads"],
+                    shape["head_dim"], shape["intermediate"], self.vocab, self.max_seq, shape["eps"],
+                    shape["scaling"], rule, score_logits)
         err = C.c_int(0)
         self._rt = self._L.squat_rt_create(C.byref(c), C.byref(err))
         if not self._rt:
@@ -118,6 +126,26 @@ class IntegerRuntime:
         self._last = np.empty(self.vocab, np.float32)
 
     # ---- loading -------------------------------------------------------------------------------------
+    def _shape(self, exp: ExportedModel) -> dict:
+        """The runtime's view of the HF config; refuses the options it does not implement."""
+        cfg = exp.config
+        if self.family == "llama":
+            if cfg.get("hidden_act", "silu") != "silu":
+                raise ExportError(f"{exp.dir}: hidden_act {cfg['hidden_act']!r}; the runtime's LLaMA MLP is SiLU-gated")
+            heads = cfg["num_attention_heads"]
+            hd = cfg.get("head_dim") or cfg["hidden_size"] // heads
+            return dict(hidden=cfg["hidden_size"], heads=heads, kv_heads=cfg.get("num_key_value_heads") or heads,
+                        head_dim=hd, intermediate=cfg["intermediate_size"], vocab=cfg["vocab_size"],
+                        positions=cfg["max_position_embeddings"], eps=cfg["rms_norm_eps"], scaling=hd ** -0.5)
+        act = cfg.get("activation_function", "gelu_new")
+        if act != "gelu_new" or cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("reorder_and_upcast_attn"):
+            raise ExportError(f"{exp.dir}: GPT-2 with activation_function={act!r}, scale_attn_by_inverse_layer_idx or "
+                              "reorder_and_upcast_attn; the runtime runs gelu_new and the default attention scaling")
+        h, heads = cfg["n_embd"], cfg["n_head"]
+        return dict(hidden=h, heads=heads, kv_heads=heads, head_dim=h // heads, intermediate=cfg.get("n_inner") or 4 * h,
+                    vocab=cfg["vocab_size"], positions=cfg["n_positions"], eps=cfg["layer_norm_epsilon"],
+                    scaling=(h // heads) ** -0.5 if cfg.get("scale_attn_weights", True) else 1.0)
+
     @staticmethod
     def _token_rule(exp: ExportedModel) -> tuple[int, int]:
         tp = exp.token_policy
@@ -143,22 +171,30 @@ class IntegerRuntime:
         self._check(self._L.squat_rt_set_float(self._rt, name.encode(), layer, a.ctypes.data, a.size), name)
 
     def _load(self, exp: ExportedModel, rule: int) -> None:
-        from transformers import LlamaConfig
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+        blocks, slots, (norm1, norm2), final = _LAYOUT[self.family]
+        gpt2 = self.family == "gpt2"
+        embed = "transformer.wte.weight" if gpt2 else "model.embed_tokens.weight"
+        self._set_float("embed", -1, _f32(exp.float_tensor(embed)))
+        self._set_float("norm", -1, _f32(exp.float_tensor(f"{final}.weight")))
+        if gpt2:
+            self._set_float("norm_bias", -1, _f32(exp.float_tensor(f"{final}.bias")))
+            self._set_float("pos_embed", -1, _f32(exp.float_tensor("transformer.wpe.weight")))
+        else:
+            from transformers import LlamaConfig
+            from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-        self._set_float("embed", -1, _f32(exp.float_tensor("model.embed_tokens.weight")))
-        self._set_float("norm", -1, _f32(exp.float_tensor("model.norm.weight")))
-        # RoPE tables from the config's own rotary module, so every HF RoPE variant is the model's.
-        rope = LlamaRotaryEmbedding(LlamaConfig.from_dict(exp.config))
-        pos = torch.arange(self.max_seq)[None]
-        cos, sin = rope(torch.zeros(1, dtype=torch.float32), pos)
-        self._set_float("rope_cos", -1, _f32(cos[0]))
-        self._set_float("rope_sin", -1, _f32(sin[0]))
+            # RoPE tables from the config's own rotary module, so every HF RoPE variant is the model's.
+            rope = LlamaRotaryEmbedding(LlamaConfig.from_dict(exp.config))
+            cos, sin = rope(torch.zeros(1, dtype=torch.float32), torch.arange(self.max_seq)[None])
+            self._set_float("rope_cos", -1, _f32(cos[0]))
+            self._set_float("rope_sin", -1, _f32(sin[0]))
         for i in range(exp.manifest["num_layers"]):
-            pre = f"model.layers.{i}"
-            self._set_float("layer.input_norm", i, _f32(exp.float_tensor(f"{pre}.input_layernorm.weight")))
-            self._set_float("layer.post_norm", i, _f32(exp.float_tensor(f"{pre}.post_attention_layernorm.weight")))
-            for path, slot in _SLOTS.items():
+            pre = f"{blocks}.{i}"
+            for which, norm in (("input_norm", norm1), ("post_norm", norm2)):
+                self._set_float(f"layer.{which}", i, _f32(exp.float_tensor(f"{pre}.{norm}.weight")))
+                if gpt2:
+                    self._set_float(f"layer.{which}_bias", i, _f32(exp.float_tensor(f"{pre}.{norm}.bias")))
+            for path, slot in slots.items():
                 name = f"{pre}.{path}"
                 if name not in exp.linears:
                     raise ExportError(f"{exp.dir}: {name} is not quantized in the export; the integer runtime needs "
@@ -172,7 +208,7 @@ class IntegerRuntime:
         if "lm_head" in exp.linears:
             self._set_linear(-1, _HEAD, exp.linears["lm_head"])
         else:
-            name = "lm_head.weight" if "lm_head.weight" in exp.manifest["float"] else "model.embed_tokens.weight"
+            name = "lm_head.weight" if "lm_head.weight" in exp.manifest["float"] else embed  # tied
             self._set_float("head", -1, _f32(exp.float_tensor(name)))
 
     def _set_linear(self, layer: int, slot: int, lin) -> None:

@@ -15,46 +15,58 @@ from squat.utils import to_typed
 from tests.conftest import TINY, compose_cfg
 
 DATA = [o for o in TINY if o.startswith("data.")]
-# Quantized from the trained teacher and calibrated, plus a W4 A4:8 student after QAT (its thresholds tracked in
-# training, the paper's method).
-QUANTS = ["w8a8", "w4a8", "w4a4_8", "w4a4", "w4a4_8-qat"]
+# family:quant, quantized from the trained teacher and calibrated, plus a W4 A4:8 student after QAT (its thresholds
+# tracked in training, the paper's method).
+STUDENTS = ["llama:w8a8", "llama:w4a8", "llama:w4a4_8", "llama:w4a4", "llama:w4a4_8-qat",
+            "gpt2:w8a8", "gpt2:w4a4_8", "gpt2:w4a4"]
 GEN_TOKENS, GEN_PROMPTS = 32, 20
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
+def teachers(tmp_path_factory):
+    """family -> a trained float model folder, trained on first use."""
     from squat.train import run
 
     torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("rt_teacher")
-    # long enough (about 10 s) that greedy decoding writes varied text rather than one repeated token
-    run(compose_cfg(TINY + ["trainer.max_steps=800", "trainer.val_check_interval=800", "stage.lr=1e-2"], tmp))
-    return tmp / "model"
+    done = {}
+
+    def get(family: str):
+        if family not in done:
+            tmp = tmp_path_factory.mktemp(f"rt_teacher_{family}")
+            # long enough (about 10 s) that greedy decoding writes varied text rather than one repeated token
+            run(compose_cfg(TINY + [f"model=tiny_{family}", "trainer.max_steps=800", "trainer.val_check_interval=800",
+                                    "stage.lr=1e-2"], tmp))
+            done[family] = tmp / "model"
+        return done[family]
+
+    return get
 
 
 @pytest.fixture(scope="module")
-def text(teacher, tmp_path_factory):
-    """(train batch, validation batch) of the embedded text, tokenized by the teacher's tokenizer."""
+def text(teachers, tmp_path_factory):
+    """(train batch, validation batch) of the embedded text (both families share the data config's tokenizer)."""
     from squat.data import TextDataModule
     from transformers import AutoTokenizer
 
     rc = to_typed(compose_cfg(DATA, tmp_path_factory.mktemp("rt_data")))
-    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(teacher)).prepare()
+    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(teachers("llama"))).prepare()
     return next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
 
 
-@pytest.fixture(scope="module", params=QUANTS)
-def student(request, teacher, text, lib, tmp_path_factory):
+@pytest.fixture(scope="module", params=STUDENTS)
+def student(request, teachers, text, lib, tmp_path_factory):
     """A student (LSQ scales and token thresholds calibrated on a training batch, or trained by a short QAT run),
     its export and the runtime over that export."""
     from squat.models import load_model
     from squat.quant.prepare import calibrate, load_quantized, quantize_model
     from squat.train import run
 
-    tmp = tmp_path_factory.mktemp(f"rt_{request.param}")
-    quant, _, qat = request.param.partition("-")
+    family, _, rest = request.param.partition(":")
+    quant, _, qat = rest.partition("-")
+    teacher = teachers(family)
+    tmp = tmp_path_factory.mktemp(f"rt_{family}_{rest}")
     if qat:
-        run(compose_cfg(TINY + ["stage=qat", f"stage.teacher={teacher}", f"quant={quant}", "method=squat",
+        run(compose_cfg(TINY + [f"model=tiny_{family}", "stage=qat", f"stage.teacher={teacher}", f"quant={quant}", "method=squat",
                                 "trainer.max_steps=12", "trainer.val_check_interval=12"], tmp))
         model = load_quantized(tmp / "model")
     else:
@@ -109,7 +121,7 @@ def test_greedy_generation_is_token_identical_to_generate(student, text):
     assert len(distinct) > 20, distinct  # the student writes text, not one repeated token
 
 
-@pytest.mark.parametrize("student", ["w4a8"], indirect=True)
+@pytest.mark.parametrize("student", ["llama:w4a8"], indirect=True)
 def test_bad_inputs_fail_with_one_message_naming_the_fix(student, tmp_path):
     _, _, rt, export = student
     with pytest.raises(RuntimeCallError, match="tokenizer"):
@@ -144,13 +156,13 @@ def test_bad_inputs_fail_with_one_message_naming_the_fix(student, tmp_path):
     with pytest.raises(ExportError, match="unsupported width"):
         IntegerRuntime(other)
     manifest = json.loads((export / "manifest.json").read_text())
-    manifest["family"], manifest["model_type"] = "gpt2", "gpt2"
+    manifest["family"], manifest["model_type"] = "bert", "bert"
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ExportError, match="LLaMA only"):
+    with pytest.raises(ExportError, match="LLaMA and GPT-2"):
         IntegerRuntime(other)
 
 
-@pytest.mark.parametrize("student", ["w4a8"], indirect=True)
+@pytest.mark.parametrize("student", ["llama:w4a8"], indirect=True)
 def test_missing_toolchain_names_the_install_command(student, monkeypatch):
     import squat.kernels.build as build
     from squat.kernels import ToolchainMissing
@@ -160,7 +172,7 @@ def test_missing_toolchain_names_the_install_command(student, monkeypatch):
         IntegerRuntime(student[3])
 
 
-@pytest.mark.parametrize("student", ["w4a4_8-qat"], indirect=True)  # its run folder has model/ beside export/
+@pytest.mark.parametrize("student", ["llama:w4a4_8-qat"], indirect=True)  # its run folder has model/ beside export/
 def test_squat_generate_prints_text_and_tokens_per_second(student, tmp_path):
     import subprocess
     import sys
