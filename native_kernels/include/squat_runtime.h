@@ -47,6 +47,7 @@ enum {
   SQUAT_RT_E_SITE = -107,      ///< an attention site the runtime cannot run (not static, or width out of range)
   SQUAT_RT_E_RANGE = -108,     ///< an attention int32 sum could overflow at these widths and max_seq
   SQUAT_RT_E_NOMEM = -109,     ///< allocation failed at load time
+  SQUAT_RT_E_BUNDLE = -110,    ///< a bundle file that is missing, truncated or of another version
 };
 const char *squat_rt_strerror(int code);
 
@@ -109,6 +110,9 @@ int squat_rt_set_attention(squat_rt *rt, int layer, const squat_rt_site *q, cons
 /// Checks that everything is set and allocates the buffers for max_seq tokens. Returns 0 or a code.
 int squat_rt_ready(squat_rt *rt);
 
+/// The runtime's config (as created).
+const squat_rt_config *squat_rt_get_config(const squat_rt *rt);
+
 /// Start a new sequence (the cache is emptied; nothing is freed).
 void squat_rt_reset(squat_rt *rt);
 /// Tokens in the cache.
@@ -117,6 +121,15 @@ size_t squat_rt_pos(const squat_rt *rt);
 /// Append `n` tokens at positions pos .. pos + n - 1 and run them (causal attention over the whole cache).
 /// `logits`: float32 [n, vocab] if `all_logits`, else [vocab] for the last token; may be NULL.
 int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, int all_logits);
+
+/// A ready runtime from a bundle file: the config and every squat_rt_set_* call recorded by Python
+/// (squat.kernels.runtime.IntegerRuntime(export, bundle=path)), replayed in order, then squat_rt_ready. This is how
+/// a program without Python (an edge device, qemu) runs an export. NULL with *err set on failure.
+/// Layout (native endianness and struct layout): "SQRTBND1", squat_rt_config, then records `int32 kind`:
+/// 1 float {int32 layer, char name[32], uint64 n, float[n]}; 2 linear {int32 layer, slot, bits, per_channel,
+/// has_bias, uint64 n_out, n_in, squat_rt_site, int8[n_out * n_in], float scales[per_channel ? n_out : 1],
+/// float bias[n_out] if has_bias}; 3 attention {int32 layer, squat_rt_site q, k, v, probs, float threshold}; 0 end.
+squat_rt *squat_rt_load_bundle(const char *path, int *err);
 
 /// Layer `layer`'s token choices (1 = high precision) for positions 0 .. pos - 1, or NULL.
 const uint8_t *squat_rt_high_flags(const squat_rt *rt, int layer);

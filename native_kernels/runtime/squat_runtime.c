@@ -3,6 +3,7 @@
 #include "squat_runtime.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,7 @@ const char *squat_rt_strerror(int code) {
     case SQUAT_RT_E_SITE: return "unsupported attention site: q, k, v and probs must be static quantizers of 2 to 8 bits (dynamic or float attention sites do not run here)";
     case SQUAT_RT_E_RANGE: return "an attention int32 sum could overflow at these widths: lower max_seq";
     case SQUAT_RT_E_NOMEM: return "out of memory while loading the model";
+    case SQUAT_RT_E_BUNDLE: return "not a complete runtime bundle (missing, truncated or another version): write it again with squat.kernels.runtime.IntegerRuntime(export, bundle=path)";
     default: return squat_qlinear_strerror(code);
   }
 }
@@ -264,6 +266,8 @@ int squat_rt_ready(squat_rt *rt) {
   rt->ready = 1;
   return SQUAT_RT_OK;
 }
+
+const squat_rt_config *squat_rt_get_config(const squat_rt *rt) { return rt ? &rt->c : NULL; }
 
 void squat_rt_reset(squat_rt *rt) { if (rt) rt->pos = 0; }
 size_t squat_rt_pos(const squat_rt *rt) { return rt ? rt->pos : 0; }
@@ -530,4 +534,70 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
   }
   rt->pos += n;
   return SQUAT_RT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- bundle */
+
+#define BUNDLE_MAGIC "SQRTBND1"
+enum { REC_END = 0, REC_FLOAT = 1, REC_LINEAR = 2, REC_ATTENTION = 3 };
+
+static int rd(FILE *f, void *p, size_t bytes) { return fread(p, 1, bytes, f) == bytes ? SQUAT_RT_OK : SQUAT_RT_E_BUNDLE; }
+
+/* One record: read its tensors into temporary buffers and make the call it records. */
+static int replay(squat_rt *rt, FILE *f, int32_t kind) {
+  int rc = SQUAT_RT_OK;
+  void *a = NULL, *b = NULL, *c = NULL;
+  if (kind == REC_FLOAT) {
+    int32_t layer;
+    char name[32];
+    uint64_t n;
+    if ((rc = rd(f, &layer, 4)) || (rc = rd(f, name, 32)) || (rc = rd(f, &n, 8))) return rc;
+    name[31] = 0;
+    if (n > ((uint64_t)1 << 40) || !(a = malloc(n * sizeof(float) + 1))) return SQUAT_RT_E_NOMEM;
+    if (!(rc = rd(f, a, n * sizeof(float)))) rc = squat_rt_set_float(rt, name, layer, a, n);
+  } else if (kind == REC_LINEAR) {
+    int32_t h[5]; /* layer, slot, bits, per_channel, has_bias */
+    uint64_t nk[2];
+    squat_rt_site site;
+    if ((rc = rd(f, h, sizeof h)) || (rc = rd(f, nk, sizeof nk)) || (rc = rd(f, &site, sizeof site))) return rc;
+    const uint64_t n = nk[0], k = nk[1], ns = h[3] ? n : 1;
+    if (n > ((uint64_t)1 << 32) || k > ((uint64_t)1 << 32)) return SQUAT_RT_E_BUNDLE;
+    if (!(a = malloc(n * k + 1)) || !(b = malloc(ns * sizeof(float))) || (h[4] && !(c = malloc(n * sizeof(float))))) {
+      rc = SQUAT_RT_E_NOMEM;
+    } else if (!(rc = rd(f, a, n * k)) && !(rc = rd(f, b, ns * sizeof(float))) &&
+               !(rc = h[4] ? rd(f, c, n * sizeof(float)) : SQUAT_RT_OK)) {
+      rc = squat_rt_set_linear(rt, h[0], h[1], n, k, h[2], a, b, h[3], c, &site);
+    }
+  } else if (kind == REC_ATTENTION) {
+    int32_t layer;
+    squat_rt_site s[4];
+    float thr;
+    if ((rc = rd(f, &layer, 4)) || (rc = rd(f, s, sizeof s)) || (rc = rd(f, &thr, 4))) return rc;
+    rc = squat_rt_set_attention(rt, layer, &s[0], &s[1], &s[2], &s[3], thr);
+  } else {
+    rc = SQUAT_RT_E_BUNDLE;
+  }
+  free(a); free(b); free(c);
+  return rc;
+}
+
+squat_rt *squat_rt_load_bundle(const char *path, int *err) {
+  int rc = SQUAT_RT_E_BUNDLE;
+  squat_rt *rt = NULL;
+  FILE *f = path ? fopen(path, "rb") : NULL;
+  char magic[8];
+  squat_rt_config cfg;
+  if (!f || rd(f, magic, 8) || memcmp(magic, BUNDLE_MAGIC, 8) || rd(f, &cfg, sizeof cfg)) goto done;
+  if (!(rt = squat_rt_create(&cfg, &rc))) goto done;
+  for (;;) {
+    int32_t kind;
+    if ((rc = rd(f, &kind, 4))) break;
+    if (kind == REC_END) { rc = squat_rt_ready(rt); break; }
+    if ((rc = replay(rt, f, kind))) break;
+  }
+done:
+  if (f) fclose(f);
+  if (rc && rt) { squat_rt_destroy(rt); rt = NULL; }
+  if (err) *err = rc;
+  return rt;
 }

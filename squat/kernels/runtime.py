@@ -8,6 +8,7 @@ causal threshold rule) and hands every tensor to the C side, which packs the wei
 from __future__ import annotations
 
 import ctypes as C
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,13 @@ class IntegerRuntime:
     :meth:`generate` decode greedily with the KV cache.
 
     ``max_seq``: the longest sequence (prompt + generated tokens) the buffers hold; default the model's
-    ``max_position_embeddings``. ``preset``: the kernel build (default the host's).
+    ``max_position_embeddings``. ``preset``: the kernel build (default the host's). ``bundle``: also record every
+    tensor handed to C in this file, which ``squat_rt_load_bundle`` (and the ``squat_rt_bench`` program) replays
+    without Python, e.g. under qemu-aarch64 or on the device.
     """
 
-    def __init__(self, export_dir: str | Path, max_seq: int | None = None, preset: str | None = None):
+    def __init__(self, export_dir: str | Path, max_seq: int | None = None, preset: str | None = None,
+                 bundle: str | Path | None = None):
         exp = self.export = ExportedModel(export_dir)
         m = exp.manifest
         self.family = m.get("family")
@@ -121,7 +125,17 @@ class IntegerRuntime:
         self._rt = self._L.squat_rt_create(C.byref(c), C.byref(err))
         if not self._rt:
             self._check(err.value, "create")
-        self._load(exp, rule)
+        self._bundle = open(bundle, "wb") if bundle is not None else None
+        try:
+            if self._bundle:
+                self._bundle.write(b"SQRTBND1" + bytes(c))
+            self._load(exp, rule)
+            if self._bundle:
+                self._bundle.write(struct.pack("<i", 0))
+        finally:
+            if self._bundle:
+                self._bundle.close()
+            self._bundle = None
         self._check(self._L.squat_rt_ready(self._rt), "ready")
         self._last = np.empty(self.vocab, np.float32)
 
@@ -168,6 +182,8 @@ class IntegerRuntime:
             raise RuntimeCallError(f"squat_rt {what}: {self._L.squat_rt_strerror(rc).decode()}")
 
     def _set_float(self, name: str, layer: int, a: np.ndarray) -> None:
+        if self._bundle:
+            self._bundle.write(struct.pack("<ii32sQ", 1, layer, name.encode(), a.size) + a.tobytes())
         self._check(self._L.squat_rt_set_float(self._rt, name.encode(), layer, a.ctypes.data, a.size), name)
 
     def _load(self, exp: ExportedModel, rule: int) -> None:
@@ -201,9 +217,10 @@ class IntegerRuntime:
                                       "integer weights at every block linear: export a student with quant.weight_bits set")
                 self._set_linear(i, slot, exp.linears[name])
             sites = [_site(exp.site(i, k), f"layers.{i}.{k}") for k in ("q", "k", "v", "probs")]
-            thr = exp.layers[i].get("token_threshold")
-            self._check(self._L.squat_rt_set_attention(self._rt, i, *[C.byref(s) for s in sites],
-                                                       float(thr) if rule == _RULE_THRESHOLD else 0.0),
+            thr = float(exp.layers[i].get("token_threshold")) if rule == _RULE_THRESHOLD else 0.0
+            if self._bundle:
+                self._bundle.write(struct.pack("<ii", 3, i) + b"".join(bytes(s) for s in sites) + struct.pack("<f", thr))
+            self._check(self._L.squat_rt_set_attention(self._rt, i, *[C.byref(s) for s in sites], thr),
                         f"layers.{i} attention")
         if "lm_head" in exp.linears:
             self._set_linear(-1, _HEAD, exp.linears["lm_head"])
@@ -216,6 +233,10 @@ class IntegerRuntime:
         sw = np.ascontiguousarray(lin.w_scale.numpy().reshape(-1), np.float32)
         bias = None if lin.bias is None else _f32(lin.bias)
         site = _site(lin.act, lin.name, allow_float=True)
+        if self._bundle:
+            head = struct.pack("<6iQQ", 2, layer, slot, lin.weight_bits, int(sw.size > 1), bias is not None,
+                               lin.out_features, lin.in_features)
+            self._bundle.write(head + bytes(site) + w.tobytes() + sw.tobytes() + (b"" if bias is None else bias.tobytes()))
         rc = self._L.squat_rt_set_linear(self._rt, layer, slot, lin.out_features, lin.in_features, lin.weight_bits,
                                          w.ctypes.data, sw.ctypes.data, int(sw.size > 1), None if bias is None else
                                          bias.ctypes.data, C.byref(site))

@@ -4,6 +4,7 @@ and the errors of bad inputs."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -174,7 +175,6 @@ def test_missing_toolchain_names_the_install_command(student, monkeypatch):
 
 @pytest.mark.parametrize("student", ["llama:w4a4_8-qat"], indirect=True)  # its run folder has model/ beside export/
 def test_squat_generate_prints_text_and_tokens_per_second(student, tmp_path):
-    import subprocess
     import sys
 
     from squat.config import GenerateConfig
@@ -194,3 +194,36 @@ def test_squat_generate_prints_text_and_tokens_per_second(student, tmp_path):
     assert list(tmp_path.iterdir()) == []  # prints only: no run folder, no log file
     with pytest.raises(FileNotFoundError, match="tokenizer="):
         run_generate(GenerateConfig(export_dir=str(tmp_path), prompt="x"))
+
+
+def _run_bundle(cmd: list[str], bundle, ids: np.ndarray, vocab: int, decode: int, tmp_path):
+    ids.astype(np.int32).tofile(tmp_path / "ids.bin")
+    res = subprocess.run([*cmd, str(bundle), "--ids", str(tmp_path / "ids.bin"), "--decode", str(decode), "--out",
+                          str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    raw = np.fromfile(tmp_path / "out.bin", np.uint8)
+    n = ids.size * vocab * 4
+    return raw[:n].view(np.float32).reshape(ids.size, vocab), raw[n:].view(np.int32).tolist()
+
+
+@pytest.mark.parametrize("student", ["llama:w4a4_8-qat", "gpt2:w4a4_8"], indirect=True)
+def test_bundle_runs_without_python_with_the_same_bits(student, text, tmp_path):
+    """The bundle replayed by squat_rt_bench (host build, and aarch64 under qemu -cpu cortex-a76 / max when the
+    cross toolchain is there) gives the ctypes runtime's logits bit for bit and the same greedy tokens."""
+    from squat.kernels.build import build, host_preset, qemu_available
+
+    _, _, _, export = student
+    rt = IntegerRuntime(export, max_seq=64, bundle=tmp_path / "model.bundle")
+    ids = text[1][1, :20].numpy()
+    want, gen = rt.logits(ids), rt.generate(ids, 16)
+    runs = [[str(build(host_preset()) / "squat_rt_bench")]]
+    if qemu_available():
+        exe = str(build("aarch64-cross") / "squat_rt_bench")
+        runs += [["qemu-aarch64", "-cpu", "cortex-a76", exe], ["qemu-aarch64", "-cpu", "max", exe]]
+    for cmd in runs:
+        logits, tokens = _run_bundle(cmd, tmp_path / "model.bundle", ids, rt.vocab, 16, tmp_path)
+        assert np.array_equal(logits, want) and tokens == gen, cmd
+    data = (tmp_path / "model.bundle").read_bytes()
+    (tmp_path / "cut.bundle").write_bytes(data[: len(data) // 3])
+    res = subprocess.run([*runs[0], str(tmp_path / "cut.bundle")], capture_output=True, text=True)
+    assert res.returncode == 1 and "write it again" in res.stderr
