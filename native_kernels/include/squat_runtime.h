@@ -48,6 +48,7 @@ enum {
   SQUAT_RT_E_RANGE = -108,     ///< an attention int32 sum could overflow at these widths and max_seq
   SQUAT_RT_E_NOMEM = -109,     ///< allocation failed at load time
   SQUAT_RT_E_BUNDLE = -110,    ///< a bundle file that is missing, truncated or of another version
+  SQUAT_RT_E_CPU = -111,       ///< no fp32 GEMM kernel runs on this CPU
 };
 const char *squat_rt_strerror(int code);
 
@@ -89,7 +90,7 @@ squat_rt *squat_rt_create(const squat_rt_config *cfg, int *err);
 void squat_rt_destroy(squat_rt *rt);
 
 /// Float tensors (copied), by name: "embed" [vocab, hidden], "norm" [hidden], "layer.input_norm" /
-/// "layer.post_norm" [hidden] for `layer`, "head" [vocab, hidden] for a float output head; LLaMA: "rope_cos" /
+/// "layer.post_norm" [hidden] for `layer`; LLaMA: "rope_cos" /
 /// "rope_sin" [max_seq, head_dim] (position-major); GPT-2: "pos_embed" [>= max_seq, hidden] (the first max_seq
 /// rows are kept) and the LayerNorm biases "norm_bias", "layer.input_norm_bias", "layer.post_norm_bias" [hidden].
 /// `n` is the number of floats, checked against the config.
@@ -103,7 +104,13 @@ int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t 
                         const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
                         const squat_rt_site *act);
 
+/// A float linear (float32 weights [n_out, n_in], optional bias) on the library's fp32 GEMMs: the float head,
+/// and every linear of the FP32 baseline (the same model, dequantized, through the same runtime).
+int squat_rt_set_linear_float(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, const float *w,
+                              const float *bias);
+
 /// The attention sites of a block (q, k after RoPE; v; probs) and its token threshold (ignored without rule).
+/// Four float sites select the FP32 baseline's attention: float scores, softmax (expf) and probs @ v, float cache.
 int squat_rt_set_attention(squat_rt *rt, int layer, const squat_rt_site *q, const squat_rt_site *k,
                            const squat_rt_site *v, const squat_rt_site *probs, float token_threshold);
 
@@ -128,7 +135,9 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
 /// Layout (native endianness and struct layout): "SQRTBND1", squat_rt_config, then records `int32 kind`:
 /// 1 float {int32 layer, char name[32], uint64 n, float[n]}; 2 linear {int32 layer, slot, bits, per_channel,
 /// has_bias, uint64 n_out, n_in, squat_rt_site, int8[n_out * n_in], float scales[per_channel ? n_out : 1],
-/// float bias[n_out] if has_bias}; 3 attention {int32 layer, squat_rt_site q, k, v, probs, float threshold}; 0 end.
+/// float bias[n_out] if has_bias}; 3 attention {int32 layer, squat_rt_site q, k, v, probs, float threshold};
+/// 4 float linear {int32 layer, slot, has_bias, uint64 n_out, n_in, float[n_out * n_in], float bias[n_out] if
+/// has_bias}; 0 end.
 squat_rt *squat_rt_load_bundle(const char *path, int *err);
 
 /// Layer `layer`'s token choices (1 = high precision) for positions 0 .. pos - 1, or NULL.

@@ -1,6 +1,7 @@
 /// Integer runtime of an exported LLaMA student (squat_runtime.h). Everything is allocated by squat_rt_set_* and
 /// squat_rt_ready; squat_rt_forward only reads and writes those buffers.
 #include "squat_runtime.h"
+#include "squat_api.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +13,7 @@
 typedef struct rt_linear {
   void *blob;           /* squat_qlinear blob (quantized input), or NULL: */
   int8_t *wq;           /* integer weights [n, k] of a float-input linear, with wscale and bias, or */
-  float *fw;            /* float weights [n, k] (float head) */
+  void *fw;             /* float weights packed for the fp32 GEMMs (float head, FP32 baseline), with bias */
   float *wscale, *bias;
   int per_channel;
   size_t n, k;
@@ -25,7 +26,9 @@ typedef struct rt_layer {
   squat_rt_site q, k, v, probs;
   int attn_set;
   float threshold;
+  int float_attn;       /* FP32 baseline: float q, k, v and probabilities */
   int16_t *kc, *vc;     /* cache [max_seq, n_kv * head_dim]: centered integers q - zero_point */
+  float *kf, *vf;       /* or, float attention, the float keys and values */
   uint8_t *high;        /* [max_seq] this layer's token choices */
 } rt_layer;
 
@@ -42,6 +45,8 @@ struct squat_rt {
   double *qscale, *e;
   void *work;
   size_t work_size;
+  int fk_prefill, fk_decode;  /* fp32 GEMMs (one packed layout): register tile for M > 1, GEMV for M = 1 */
+  void *flhs;                 /* their packed LHS, max_seq rows of the widest float linear */
 };
 
 const char *squat_rt_strerror(int code) {
@@ -56,6 +61,7 @@ const char *squat_rt_strerror(int code) {
     case SQUAT_RT_E_SITE: return "unsupported attention site: q, k, v and probs must be static quantizers of 2 to 8 bits (dynamic or float attention sites do not run here)";
     case SQUAT_RT_E_RANGE: return "an attention int32 sum could overflow at these widths: lower max_seq";
     case SQUAT_RT_E_NOMEM: return "out of memory while loading the model";
+    case SQUAT_RT_E_CPU: return "no fp32 GEMM runs on this CPU (the float head and FP32 baseline need one): rebuild native_kernels for it";
     case SQUAT_RT_E_BUNDLE: return "not a complete runtime bundle (missing, truncated or another version): write it again with squat.kernels.runtime.IntegerRuntime(export, bundle=path)";
     default: return squat_qlinear_strerror(code);
   }
@@ -73,6 +79,18 @@ squat_rt *squat_rt_create(const squat_rt_config *cfg, int *err) {
   rc = SQUAT_RT_E_NOMEM;
   if (!(rt = calloc(1, sizeof *rt))) goto fail;
   rt->c = *cfg;
+  rt->fk_prefill = rt->fk_decode = -1;
+  for (size_t i = 0; i < squat_fgemm_count(); i++) {
+    const squat_fgemm_ukernel *u = squat_fgemm_get(i);
+    if (strcmp(u->precision, "fp32") || !squat_fgemm_available(i) || u->rhs_layout != SQUAT_FLAYOUT_F32_NR8) continue;
+    int *slot = u->get_mr() == 1 ? &rt->fk_decode : &rt->fk_prefill;
+    if (*slot < 0) *slot = (int)i;
+  }
+  if (rt->fk_prefill < 0) rt->fk_prefill = rt->fk_decode;
+  if (rt->fk_decode < 0) rt->fk_decode = rt->fk_prefill;
+  rc = SQUAT_RT_E_CPU;
+  if (rt->fk_prefill < 0) goto fail;
+  rc = SQUAT_RT_E_NOMEM;
   if (!(rt->layers = calloc((size_t)cfg->n_layers, sizeof *rt->layers))) goto fail;
   if (err) *err = SQUAT_RT_OK;
   return rt;
@@ -92,14 +110,14 @@ void squat_rt_destroy(squat_rt *rt) {
   for (int i = 0; rt->layers && i < rt->c.n_layers; i++) {
     rt_layer *L = &rt->layers[i];
     for (int s = 0; s < N_SLOTS; s++) free_linear(&L->lin[s]);
-    free(L->input_norm); free(L->post_norm); free(L->input_norm_b); free(L->post_norm_b); free(L->kc); free(L->vc); free(L->high);
+    free(L->input_norm); free(L->post_norm); free(L->input_norm_b); free(L->post_norm_b); free(L->kc); free(L->vc); free(L->kf); free(L->vf); free(L->high);
   }
   free(rt->layers);
   free_linear(&rt->head);
   free(rt->embed); free(rt->norm); free(rt->norm_b); free(rt->rope_cos); free(rt->rope_sin); free(rt->pos_embed);
   free(rt->x); free(rt->xn); free(rt->tmp); free(rt->qkv); free(rt->qb); free(rt->kb); free(rt->vb); free(rt->attn);
   free(rt->g); free(rt->u); free(rt->scores); free(rt->probs); free(rt->qc); free(rt->pc); free(rt->qscale);
-  free(rt->e); free(rt->work);
+  free(rt->e); free(rt->work); free(rt->flhs);
   free(rt);
 }
 
@@ -125,12 +143,6 @@ int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *d
   if (!strcmp(name, "rope_sin")) return copy_floats(&rt->rope_sin, data, n, rope);
   if (!strcmp(name, "norm_bias")) return copy_floats(&rt->norm_b, data, n, h);
   if (!strcmp(name, "pos_embed")) return copy_floats(&rt->pos_embed, data, n < pe ? n : pe, pe);
-  if (!strcmp(name, "head")) {
-    if (n != v * h) return SQUAT_RT_E_SHAPE;
-    free_linear(&rt->head);
-    rt->head.n = v; rt->head.k = h;
-    return copy_floats(&rt->head.fw, data, n, v * h);
-  }
   if (layer < 0 || layer >= c->n_layers) return SQUAT_RT_E_ARG;
   if (!strcmp(name, "layer.input_norm")) return copy_floats(&rt->layers[layer].input_norm, data, n, h);
   if (!strcmp(name, "layer.post_norm")) return copy_floats(&rt->layers[layer].post_norm, data, n, h);
@@ -139,27 +151,50 @@ int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *d
   return SQUAT_RT_E_ARG;
 }
 
+/* The linear of (layer, slot) and the shape the config gives it, or NULL. */
+static rt_linear *slot_of(squat_rt *rt, int layer, int slot, size_t *want_n, size_t *want_k) {
+  const squat_rt_config *c = &rt->c;
+  const size_t h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim,
+               im = (size_t)c->intermediate;
+  if (slot == SQUAT_RT_HEAD && layer == -1) {
+    *want_n = (size_t)c->vocab; *want_k = h;
+    return &rt->head;
+  }
+  if (layer < 0 || layer >= c->n_layers || slot < 0 || slot >= N_SLOTS) return NULL;
+  if (c->arch == SQUAT_RT_GPT2 && (slot == SQUAT_RT_K || slot == SQUAT_RT_V || slot == SQUAT_RT_GATE)) return NULL;
+  const size_t ns[N_SLOTS] = {c->arch == SQUAT_RT_GPT2 ? qd + 2 * kvd : qd, kvd, kvd, h, im, im, h},
+               ks[N_SLOTS] = {h, h, h, qd, h, h, im};
+  *want_n = ns[slot]; *want_k = ks[slot];
+  return &rt->layers[layer].lin[slot];
+}
+
+int squat_rt_set_linear_float(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, const float *w,
+                              const float *bias) {
+  if (!rt || !w) return SQUAT_RT_E_ARG;
+  size_t want_n, want_k;
+  rt_linear *l = slot_of(rt, layer, slot, &want_n, &want_k);
+  if (!l) return SQUAT_RT_E_ARG;
+  if (n_out != want_n || n_in != want_k) return SQUAT_RT_E_SHAPE;
+  rt->ready = 0;
+  free_linear(l);
+  l->n = n_out; l->k = n_in;
+  if (!(l->fw = malloc(squat_fgemm_rhs_size((size_t)rt->fk_prefill, n_out, n_in))) ||
+      (bias && !(l->bias = malloc(n_out * sizeof(float))))) {
+    free_linear(l);
+    return SQUAT_RT_E_NOMEM;
+  }
+  squat_fgemm_pack_rhs((size_t)rt->fk_prefill, n_out, n_in, w, n_in, l->fw);
+  if (bias) memcpy(l->bias, bias, n_out * sizeof(float));
+  return SQUAT_RT_OK;
+}
+
 int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, int weight_bits,
                         const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
                         const squat_rt_site *act) {
   if (!rt || !w || !w_scale || !act) return SQUAT_RT_E_ARG;
-  const squat_rt_config *c = &rt->c;
-  const size_t h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim,
-               im = (size_t)c->intermediate;
-  rt_linear *l;
   size_t want_n, want_k;
-  if (slot == SQUAT_RT_HEAD && layer == -1) {
-    l = &rt->head; want_n = (size_t)c->vocab; want_k = h;
-  } else if (layer >= 0 && layer < c->n_layers && slot >= 0 && slot < N_SLOTS) {
-    l = &rt->layers[layer].lin[slot];
-    const size_t ns[N_SLOTS] = {c->arch == SQUAT_RT_GPT2 ? qd + 2 * kvd : qd, kvd, kvd, h, im, im, h},
-                 ks[N_SLOTS] = {h, h, h, qd, h, h, im};
-    if (c->arch == SQUAT_RT_GPT2 && (slot == SQUAT_RT_K || slot == SQUAT_RT_V || slot == SQUAT_RT_GATE))
-      return SQUAT_RT_E_ARG;
-    want_n = ns[slot]; want_k = ks[slot];
-  } else {
-    return SQUAT_RT_E_ARG;
-  }
+  rt_linear *l = slot_of(rt, layer, slot, &want_n, &want_k);
+  if (!l) return SQUAT_RT_E_ARG;
   if (n_out != want_n || n_in != want_k) return SQUAT_RT_E_SHAPE;
   if (weight_bits < 2 || weight_bits > 8) return SQUAT_QL_E_BITS;
   rt->ready = 0;
@@ -202,9 +237,11 @@ static int attn_site_ok(const squat_rt_site *s) {
 int squat_rt_set_attention(squat_rt *rt, int layer, const squat_rt_site *q, const squat_rt_site *k,
                            const squat_rt_site *v, const squat_rt_site *probs, float token_threshold) {
   if (!rt || !q || !k || !v || !probs || layer < 0 || layer >= rt->c.n_layers) return SQUAT_RT_E_ARG;
-  if (!attn_site_ok(q) || !attn_site_ok(k) || !attn_site_ok(v) || !attn_site_ok(probs) || probs->adaptive)
+  const int all_float = !q->quantized && !k->quantized && !v->quantized && !probs->quantized;
+  if (!all_float && (!attn_site_ok(q) || !attn_site_ok(k) || !attn_site_ok(v) || !attn_site_ok(probs) || probs->adaptive))
     return SQUAT_RT_E_SITE;
   rt_layer *L = &rt->layers[layer];
+  L->float_attn = all_float;
   L->q = *q; L->k = *k; L->v = *v; L->probs = *probs;
   L->threshold = token_threshold;
   L->attn_set = 1;
@@ -236,18 +273,22 @@ int squat_rt_ready(squat_rt *rt) {
   if (!rt->embed || !rt->norm || (!rt->head.blob && !rt->head.wq && !rt->head.fw) ||
       (gpt2 ? !rt->pos_embed || !rt->norm_b : !rt->rope_cos || !rt->rope_sin))
     return SQUAT_RT_E_MISSING;
-  size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0;
+  size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0, fk = h;
   for (int i = 0; i < c->n_layers; i++) {
     rt_layer *L = &rt->layers[i];
     if (!L->input_norm || !L->post_norm || !L->attn_set || (gpt2 && (!L->input_norm_b || !L->post_norm_b)))
       return SQUAT_RT_E_MISSING;
     for (int j = 0; j < N_SLOTS; j++) {
       if (gpt2 && (j == SQUAT_RT_K || j == SQUAT_RT_V || j == SQUAT_RT_GATE)) continue;
-      if (!L->lin[j].blob && !L->lin[j].wq) return SQUAT_RT_E_MISSING;
+      if (!L->lin[j].blob && !L->lin[j].wq && !L->lin[j].fw) return SQUAT_RT_E_MISSING;
       const size_t w = L->lin[j].blob ? squat_qlinear_workspace_size(L->lin[j].blob, s) : 0;
       if (w > ws) ws = w;
+      if (L->lin[j].k > fk) fk = L->lin[j].k;
     }
-    if ((int64_t)c->head_dim * span(&L->q) * span(&L->k) >= ((int64_t)1 << 31) ||
+    if (L->float_attn) {
+      ALLOC(L->kf, s * kvd);
+      ALLOC(L->vf, s * kvd);
+    } else if ((int64_t)c->head_dim * span(&L->q) * span(&L->k) >= ((int64_t)1 << 31) ||
         (int64_t)c->max_seq * span(&L->probs) * span(&L->v) >= ((int64_t)1 << 31))
       return SQUAT_RT_E_RANGE;
     ALLOC(L->kc, s * kvd);
@@ -261,6 +302,9 @@ int squat_rt_ready(squat_rt *rt) {
   ALLOC(rt->qc, s * qd); ALLOC(rt->pc, s); ALLOC(rt->qscale, s); ALLOC(rt->e, s);
   free(rt->work);
   if (!(rt->work = malloc(ws ? ws : 1))) return SQUAT_RT_E_NOMEM;
+  free(rt->flhs);
+  const size_t lp = squat_fgemm_lhs_size((size_t)rt->fk_prefill, s, fk), ld = squat_fgemm_lhs_size((size_t)rt->fk_decode, 1, fk);
+  if (!(rt->flhs = malloc(lp > ld ? lp : ld))) return SQUAT_RT_E_NOMEM;
   rt->work_size = ws;
   rt->pos = 0;
   rt->ready = 1;
@@ -309,18 +353,13 @@ static int linear(squat_rt *rt, int l, const rt_linear *lin, size_t m, const flo
       }
     return SQUAT_RT_OK;
   }
-  if (!lin->blob) { /* float head: y = x @ W^T in float32, eight partial sums per dot product */
-    for (size_t i = 0; i < m; i++)
-      for (size_t j = 0; j < lin->n; j++) {
-        const float *a = x + i * lin->k, *b = lin->fw + j * lin->k;
-        float acc[8] = {0};
-        size_t t = 0;
-        for (; t + 8 <= lin->k; t += 8)
-          for (int r = 0; r < 8; r++) acc[r] += a[t + r] * b[t + r];
-        float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        for (; t < lin->k; t++) sum += a[t] * b[t];
-        y[i * lin->n + j] = sum;
-      }
+  if (lin->fw) { /* fp32 GEMM (float head, FP32 baseline) */
+    const size_t kern = (size_t)(m == 1 ? rt->fk_decode : rt->fk_prefill);
+    squat_fgemm_pack_lhs(kern, m, lin->k, x, lin->k, rt->flhs);
+    squat_fgemm_run(kern, m, lin->n, lin->k, rt->flhs, lin->fw, y, lin->n);
+    if (lin->bias)
+      for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < lin->n; j++) y[i * lin->n + j] += lin->bias[j];
     return SQUAT_RT_OK;
   }
   squat_qlinear_act act;
@@ -466,6 +505,38 @@ static void attention(squat_rt *rt, int l, size_t m) {
   }
 }
 
+/* FP32 baseline attention of the m new rows: float scores, softmax and probs @ v over the float cache. */
+static void attention_float(squat_rt *rt, int l, size_t m) {
+  const squat_rt_config *c = &rt->c;
+  rt_layer *L = &rt->layers[l];
+  const int H = c->n_heads, D = c->head_dim, G = c->n_heads / c->n_kv_heads;
+  const size_t qd = (size_t)H * D, kvd = (size_t)c->n_kv_heads * D;
+  float *pr = rt->probs;
+  for (size_t i = 0; i < m; i++) {
+    const size_t S = rt->pos + i + 1;
+    for (int hd = 0; hd < H; hd++) {
+      const float *qh = rt->qb + i * qd + (size_t)hd * D, *kbase = L->kf + (size_t)(hd / G) * D;
+      float mx = -INFINITY, sum = 0.0f;
+      for (size_t j = 0; j < S; j++) {
+        const float *kr = kbase + j * kvd;
+        float acc = 0.0f;
+        for (int d = 0; d < D; d++) acc += qh[d] * kr[d];
+        pr[j] = acc * c->attn_scaling;
+        if (pr[j] > mx) mx = pr[j];
+      }
+      for (size_t j = 0; j < S; j++) sum += (pr[j] = expf(pr[j] - mx));
+      const float inv = 1.0f / sum;
+      float *out = rt->attn + i * qd + (size_t)hd * D;
+      const float *vbase = L->vf + (size_t)(hd / G) * D;
+      for (int d = 0; d < D; d++) out[d] = 0.0f;
+      for (size_t j = 0; j < S; j++) {
+        const float pj = pr[j] * inv, *vr = vbase + j * kvd;
+        for (int d = 0; d < D; d++) out[d] += pj * vr[d];
+      }
+    }
+  }
+}
+
 int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, int all_logits) {
   if (!rt || (n && !ids)) return SQUAT_RT_E_ARG;
   if (!rt->ready) return SQUAT_RT_E_NOT_READY;
@@ -506,9 +577,15 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
         rope(rt->qb + i * qd, c->n_heads, c->head_dim, cs, sn);
         rope(rt->kb + i * kvd, c->n_kv_heads, c->head_dim, cs, sn);
       }
-      quantize_row(rt->kb + i * kvd, kvd, site_for(rt, l, &L->k, p), L->kc + p * kvd);
+      if (L->float_attn) {
+        memcpy(L->kf + p * kvd, rt->kb + i * kvd, kvd * sizeof(float));
+        memcpy(L->vf + p * kvd, rt->vb + i * kvd, kvd * sizeof(float));
+      } else {
+        quantize_row(rt->kb + i * kvd, kvd, site_for(rt, l, &L->k, p), L->kc + p * kvd);
+      }
     }
-    attention(rt, l, n);
+    if (L->float_attn) attention_float(rt, l, n);
+    else attention(rt, l, n);
     if ((rc = linear(rt, l, &L->lin[SQUAT_RT_O], n, rt->attn, rt->tmp))) return rc;
     for (size_t t = 0; t < n * h; t++) rt->x[t] = rt->tmp[t] + rt->x[t];
     norm(rt, n, rt->x, L->post_norm, L->post_norm_b, rt->xn);
@@ -539,7 +616,7 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
 /* ---------------------------------------------------------------------------------------------- bundle */
 
 #define BUNDLE_MAGIC "SQRTBND1"
-enum { REC_END = 0, REC_FLOAT = 1, REC_LINEAR = 2, REC_ATTENTION = 3 };
+enum { REC_END = 0, REC_FLOAT = 1, REC_LINEAR = 2, REC_ATTENTION = 3, REC_LINEAR_FLOAT = 4 };
 
 static int rd(FILE *f, void *p, size_t bytes) { return fread(p, 1, bytes, f) == bytes ? SQUAT_RT_OK : SQUAT_RT_E_BUNDLE; }
 
@@ -567,6 +644,17 @@ static int replay(squat_rt *rt, FILE *f, int32_t kind) {
     } else if (!(rc = rd(f, a, n * k)) && !(rc = rd(f, b, ns * sizeof(float))) &&
                !(rc = h[4] ? rd(f, c, n * sizeof(float)) : SQUAT_RT_OK)) {
       rc = squat_rt_set_linear(rt, h[0], h[1], n, k, h[2], a, b, h[3], c, &site);
+    }
+  } else if (kind == REC_LINEAR_FLOAT) {
+    int32_t h[3]; /* layer, slot, has_bias */
+    uint64_t nk[2];
+    if ((rc = rd(f, h, sizeof h)) || (rc = rd(f, nk, sizeof nk))) return rc;
+    const uint64_t n = nk[0], k = nk[1];
+    if (n > ((uint64_t)1 << 32) || k > ((uint64_t)1 << 32)) return SQUAT_RT_E_BUNDLE;
+    if (!(a = malloc(n * k * sizeof(float) + 1)) || (h[2] && !(c = malloc(n * sizeof(float))))) {
+      rc = SQUAT_RT_E_NOMEM;
+    } else if (!(rc = rd(f, a, n * k * sizeof(float))) && !(rc = h[2] ? rd(f, c, n * sizeof(float)) : SQUAT_RT_OK)) {
+      rc = squat_rt_set_linear_float(rt, h[0], h[1], n, k, a, c);
     }
   } else if (kind == REC_ATTENTION) {
     int32_t layer;

@@ -55,6 +55,7 @@ def _bind(lib) -> C.CDLL:
         "squat_rt_set_float": (C.c_int, [vp, C.c_char_p, C.c_int, vp, sz]),
         "squat_rt_set_linear": (C.c_int, [vp, C.c_int, C.c_int, sz, sz, C.c_int, vp, vp, C.c_int, vp,
                                           C.POINTER(_Site)]),
+        "squat_rt_set_linear_float": (C.c_int, [vp, C.c_int, C.c_int, sz, sz, vp, vp]),
         "squat_rt_set_attention": (C.c_int, [vp, C.c_int] + [C.POINTER(_Site)] * 4 + [C.c_float]),
         "squat_rt_ready": (C.c_int, [vp]),
         "squat_rt_reset": (None, [vp]),
@@ -98,11 +99,16 @@ class IntegerRuntime:
     ``max_seq``: the longest sequence (prompt + generated tokens) the buffers hold; default the model's
     ``max_position_embeddings``. ``preset``: the kernel build (default the host's). ``bundle``: also record every
     tensor handed to C in this file, which ``squat_rt_load_bundle`` (and the ``squat_rt_bench`` program) replays
-    without Python, e.g. under qemu-aarch64 or on the device.
+    without Python, e.g. under qemu-aarch64 or on the device. ``baseline="fp32"``: the FP32 baseline of the same
+    model through the same runtime (dequantized weights on the fp32 GEMMs, float attention, no token rule), so
+    benchmark ratios compare like with like.
     """
 
     def __init__(self, export_dir: str | Path, max_seq: int | None = None, preset: str | None = None,
-                 bundle: str | Path | None = None):
+                 bundle: str | Path | None = None, baseline: str | None = None):
+        if baseline not in (None, "fp32"):
+            raise ValueError(f"baseline={baseline!r}: the runtime's float baseline is 'fp32' (or None)")
+        self.baseline = baseline
         exp = self.export = ExportedModel(export_dir)
         m = exp.manifest
         self.family = m.get("family")
@@ -117,7 +123,7 @@ class IntegerRuntime:
         self.vocab = shape["vocab"]
         self.lib = load(preset)
         self._L = _bind(self.lib)
-        rule, score_logits = self._token_rule(exp)
+        rule, score_logits = self._token_rule(exp) if baseline is None else (_RULE_NONE, 0)
         c = _Config(_ARCH[self.family], m["num_layers"], shape["hidden"], shape["heads"], shape["kv_heads"],
                     shape["head_dim"], shape["intermediate"], self.vocab, self.max_seq, shape["eps"],
                     shape["scaling"], rule, score_logits)
@@ -216,7 +222,10 @@ class IntegerRuntime:
                     raise ExportError(f"{exp.dir}: {name} is not quantized in the export; the integer runtime needs "
                                       "integer weights at every block linear: export a student with quant.weight_bits set")
                 self._set_linear(i, slot, exp.linears[name])
-            sites = [_site(exp.site(i, k), f"layers.{i}.{k}") for k in ("q", "k", "v", "probs")]
+            if self.baseline:
+                sites = [_Site() for _ in range(4)]  # float attention
+            else:
+                sites = [_site(exp.site(i, k), f"layers.{i}.{k}") for k in ("q", "k", "v", "probs")]
             thr = float(exp.layers[i].get("token_threshold")) if rule == _RULE_THRESHOLD else 0.0
             if self._bundle:
                 self._bundle.write(struct.pack("<ii", 3, i) + b"".join(bytes(s) for s in sites) + struct.pack("<f", thr))
@@ -226,12 +235,15 @@ class IntegerRuntime:
             self._set_linear(-1, _HEAD, exp.linears["lm_head"])
         else:
             name = "lm_head.weight" if "lm_head.weight" in exp.manifest["float"] else embed  # tied
-            self._set_float("head", -1, _f32(exp.float_tensor(name)))
+            self._set_linear_float(-1, _HEAD, name, _f32(exp.float_tensor(name)), None)
 
     def _set_linear(self, layer: int, slot: int, lin) -> None:
         w = np.ascontiguousarray(lin.w.numpy(), np.int8)
         sw = np.ascontiguousarray(lin.w_scale.numpy().reshape(-1), np.float32)
         bias = None if lin.bias is None else _f32(lin.bias)
+        if self.baseline:
+            self._set_linear_float(layer, slot, lin.name, (w.astype(np.float32) * sw[:, None]).astype(np.float32), bias)
+            return
         site = _site(lin.act, lin.name, allow_float=True)
         if self._bundle:
             head = struct.pack("<6iQQ", 2, layer, slot, lin.weight_bits, int(sw.size > 1), bias is not None,
@@ -241,6 +253,16 @@ class IntegerRuntime:
                                          w.ctypes.data, sw.ctypes.data, int(sw.size > 1), None if bias is None else
                                          bias.ctypes.data, C.byref(site))
         self._check(rc, lin.name)
+
+    def _set_linear_float(self, layer: int, slot: int, name: str, w: np.ndarray, bias: np.ndarray | None) -> None:
+        w = np.ascontiguousarray(w, np.float32)
+        n, k = w.shape
+        if self._bundle:
+            self._bundle.write(struct.pack("<4iQQ", 4, layer, slot, bias is not None, n, k) + w.tobytes() +
+                               (b"" if bias is None else bias.tobytes()))
+        rc = self._L.squat_rt_set_linear_float(self._rt, layer, slot, n, k, w.ctypes.data,
+                                               None if bias is None else bias.ctypes.data)
+        self._check(rc, name)
 
     # ---- running -------------------------------------------------------------------------------------
     def _ids(self, ids) -> np.ndarray:
