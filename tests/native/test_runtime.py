@@ -227,3 +227,41 @@ def test_bundle_runs_without_python_with_the_same_bits(student, text, tmp_path):
     (tmp_path / "cut.bundle").write_bytes(data[: len(data) // 3])
     res = subprocess.run([*runs[0], str(tmp_path / "cut.bundle")], capture_output=True, text=True)
     assert res.returncode == 1 and "write it again" in res.stderr
+
+
+def _dequantized_hf(export) -> torch.nn.Module:
+    """The export as a plain HF float model: dequantized weights (w * s), float activations, eager attention."""
+    from squat.export import ExportedModel
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    exp = ExportedModel(export)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**exp.config), attn_implementation="eager").eval()
+    sd = {name: exp.float_tensor(name) for name in exp.manifest["float"]}
+    for name, lin in exp.linears.items():
+        w = lin.w.float() * lin.w_scale.reshape(-1, 1)
+        sd[f"{name}.weight"] = w.t() if exp.manifest["family"] == "gpt2" else w  # GPT-2 Conv1D stores [in, out]
+        if lin.bias is not None:
+            sd[f"{name}.bias"] = lin.bias
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k in ("lm_head.weight",) or "attn.bias" in k for k in missing), missing
+    model.tie_weights()
+    return model
+
+
+@pytest.mark.parametrize("student", ["llama:w4a4_8", "gpt2:w4a8"], indirect=True)
+def test_fp32_baseline_is_the_float_model_of_the_same_weights(student, text):
+    _, _, rt, export = student
+    base = IntegerRuntime(export, max_seq=96, baseline="fp32")
+    ref = _dequantized_hf(export)
+    for seq in text[1][:2]:
+        with torch.no_grad():
+            want = ref(seq[None]).logits[0].numpy()
+        got = base.logits(seq)
+        assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
+    seq = text[1][0, :16]
+    full = base.logits(seq)
+    base.prefill(seq[:8])
+    steps = np.stack([base.step(int(t)) for t in seq[8:]])
+    np.testing.assert_allclose(steps, full[8:], rtol=0, atol=1e-5 * np.abs(full).max())  # the cache in float
+    with pytest.raises(ValueError, match="'fp32'"):
+        IntegerRuntime(export, baseline="fp16")
