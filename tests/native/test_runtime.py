@@ -265,3 +265,17 @@ def test_fp32_baseline_is_the_float_model_of_the_same_weights(student, text):
     np.testing.assert_allclose(steps, full[8:], rtol=0, atol=1e-5 * np.abs(full).max())  # the cache in float
     with pytest.raises(ValueError, match="'fp32'"):
         IntegerRuntime(export, baseline="fp16")
+
+
+def test_runtime_bench_counts_the_whole_model(lib, tmp_path):
+    """Smoke test of the Table IV bench on random weights (no timing asserted): every row has positive counts."""
+    from squat.kernels.build import qemu_available
+    from squat.kernels.runtime_bench import main
+
+    args = ["--model", "tiny_llama", "--prefill", "8", "--only", "W4A4", "--cpu", "cortex-a76", "--out", str(tmp_path)]
+    assert main(args + ([] if qemu_available() else ["--no-insn"])) == 0
+    res = json.loads((tmp_path / "runtime_bench.json").read_text())
+    assert set(res["wall"]) == {"FP32", "W4A4"} and all(v["decode"] > 0 for v in res["wall"].values())
+    if qemu_available():
+        assert all(v["prefill"] > 0 and v["decode"] > 0 for v in res["insn"]["cortex-a76"].values())
+    assert "speedup vs FP32" in (tmp_path / "runtime_bench.md").read_text() or not qemu_available()
