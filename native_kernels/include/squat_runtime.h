@@ -7,6 +7,7 @@
 ///    RMSNorm (LLaMA) or LayerNorm (GPT-2), RoPE (x * cos + rotate_half(x) * sin with tables handed in by the
 ///    caller, so every RoPE variant of the HF config is the config's own), SiLU gate (LLaMA) or tanh GELU (GPT-2),
 ///    residual adds and a float output head. No FP16 anywhere.
+///  - float-input linears (o_proj by default): their dequantized weights on the fp32 GEMMs.
 ///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
 ///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
 ///  - attention: q and k (after RoPE) and v quantized with their static sites, scores = (double)(sum_d qc * kc) *
@@ -97,15 +98,15 @@ void squat_rt_destroy(squat_rt *rt);
 int squat_rt_set_float(squat_rt *rt, const char *name, int layer, const float *data, size_t n);
 
 /// A linear (slot SQUAT_RT_*, layer 0.., or -1 for the head): quantized int8 weights [n_out, n_in] of
-/// `weight_bits` with float32 scales (per channel or one) and the site of its input. A quantized site packs them
-/// for squat_qlinear_run; a float site (e.g. o_proj, whose input the paper leaves in float) keeps the integers
-/// and computes y = (sum_k x_k w_nk in float64) * s_w + bias, rounded to float32, as the student does.
+/// `weight_bits` with float32 scales (per channel or one) and the quantized site of its input, packed for
+/// squat_qlinear_run. A linear whose input is float (o_proj, whose input the paper leaves float) goes through
+/// squat_rt_set_linear_float with its dequantized weights.
 int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, int weight_bits,
                         const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
                         const squat_rt_site *act);
 
-/// A float linear (float32 weights [n_out, n_in], optional bias) on the library's fp32 GEMMs: the float head,
-/// and every linear of the FP32 baseline (the same model, dequantized, through the same runtime).
+/// A float linear (float32 weights [n_out, n_in], optional bias) on the library's fp32 GEMMs: a float-input
+/// linear (dequantized weights), the float head, and every linear of the FP32 baseline (the same model, dequantized, through the same runtime).
 int squat_rt_set_linear_float(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, const float *w,
                               const float *bias);
 

@@ -11,11 +11,9 @@
 #define N_SLOTS 7
 
 typedef struct rt_linear {
-  void *blob;           /* squat_qlinear blob (quantized input), or NULL: */
-  int8_t *wq;           /* integer weights [n, k] of a float-input linear, with wscale and bias, or */
-  void *fw;             /* float weights packed for the fp32 GEMMs (float head, FP32 baseline), with bias */
-  float *wscale, *bias;
-  int per_channel;
+  void *blob;           /* squat_qlinear blob (quantized input), or */
+  void *fw;             /* float weights packed for the fp32 GEMMs (float input, float head, FP32 baseline) */
+  float *bias;          /* of fw */
   size_t n, k;
   squat_rt_site act;
 } rt_linear;
@@ -101,7 +99,7 @@ fail:
 }
 
 static void free_linear(rt_linear *l) {
-  free(l->blob); free(l->wq); free(l->fw); free(l->wscale); free(l->bias);
+  free(l->blob); free(l->fw); free(l->bias);
   memset(l, 0, sizeof *l);
 }
 
@@ -200,25 +198,12 @@ int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t 
   rt->ready = 0;
   free_linear(l);
   l->n = n_out; l->k = n_in; l->act = *act;
-  if (act->quantized) {
-    const size_t size = squat_qlinear_packed_size(n_out, n_in, weight_bits, 0);
-    if (!(l->blob = malloc(size))) return SQUAT_RT_E_NOMEM;
-    const int rc = squat_qlinear_pack(n_out, n_in, weight_bits, w, n_in, w_scale, w_scale_per_channel, bias, 0, l->blob);
-    if (rc) free_linear(l);
-    return rc;
-  }
-  /* float input: y = (sum_k x_k w_nk in float64) * s_w[n] + bias[n], as the student computes it */
-  const size_t ns = w_scale_per_channel ? n_out : 1;
-  if (!(l->wq = malloc(n_out * n_in)) || !(l->wscale = malloc(ns * sizeof(float))) ||
-      (bias && !(l->bias = malloc(n_out * sizeof(float))))) {
-    free_linear(l);
-    return SQUAT_RT_E_NOMEM;
-  }
-  memcpy(l->wq, w, n_out * n_in);
-  memcpy(l->wscale, w_scale, ns * sizeof(float));
-  if (bias) memcpy(l->bias, bias, n_out * sizeof(float));
-  l->per_channel = w_scale_per_channel != 0;
-  return SQUAT_RT_OK;
+  if (!act->quantized) return SQUAT_RT_E_ARG; /* float input: squat_rt_set_linear_float */
+  const size_t size = squat_qlinear_packed_size(n_out, n_in, weight_bits, 0);
+  if (!(l->blob = malloc(size))) return SQUAT_RT_E_NOMEM;
+  const int rc = squat_qlinear_pack(n_out, n_in, weight_bits, w, n_in, w_scale, w_scale_per_channel, bias, 0, l->blob);
+  if (rc) free_linear(l);
+  return rc;
 }
 
 static int attn_site_ok(const squat_rt_site *s) {
@@ -270,7 +255,7 @@ int squat_rt_ready(squat_rt *rt) {
   const size_t s = (size_t)c->max_seq, h = (size_t)c->hidden, qd = (size_t)c->n_heads * c->head_dim,
                kvd = (size_t)c->n_kv_heads * c->head_dim, im = (size_t)c->intermediate;
   const int gpt2 = c->arch == SQUAT_RT_GPT2;
-  if (!rt->embed || !rt->norm || (!rt->head.blob && !rt->head.wq && !rt->head.fw) ||
+  if (!rt->embed || !rt->norm || (!rt->head.blob && !rt->head.fw) ||
       (gpt2 ? !rt->pos_embed || !rt->norm_b : !rt->rope_cos || !rt->rope_sin))
     return SQUAT_RT_E_MISSING;
   size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0, fk = h;
@@ -280,7 +265,7 @@ int squat_rt_ready(squat_rt *rt) {
       return SQUAT_RT_E_MISSING;
     for (int j = 0; j < N_SLOTS; j++) {
       if (gpt2 && (j == SQUAT_RT_K || j == SQUAT_RT_V || j == SQUAT_RT_GATE)) continue;
-      if (!L->lin[j].blob && !L->lin[j].wq && !L->lin[j].fw) return SQUAT_RT_E_MISSING;
+      if (!L->lin[j].blob && !L->lin[j].fw) return SQUAT_RT_E_MISSING;
       const size_t w = L->lin[j].blob ? squat_qlinear_workspace_size(L->lin[j].blob, s) : 0;
       if (w > ws) ws = w;
       if (L->lin[j].k > fk) fk = L->lin[j].k;
@@ -336,23 +321,6 @@ static const squat_act_site *site_for(const squat_rt *rt, int l, const squat_rt_
 }
 
 static int linear(squat_rt *rt, int l, const rt_linear *lin, size_t m, const float *x, float *y) {
-  if (lin->wq) { /* float input, integer weights: float64 sums (four partial sums), one rescale */
-    for (size_t i = 0; i < m; i++)
-      for (size_t j = 0; j < lin->n; j++) {
-        const float *a = x + i * lin->k;
-        const int8_t *b = lin->wq + j * lin->k;
-        double acc[4] = {0};
-        size_t t = 0;
-        for (; t + 4 <= lin->k; t += 4)
-          for (int r = 0; r < 4; r++) acc[r] += (double)a[t + r] * b[t + r];
-        double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        for (; t < lin->k; t++) sum += (double)a[t] * b[t];
-        double v = sum * (double)lin->wscale[lin->per_channel ? j : 0];
-        if (lin->bias) v += lin->bias[j];
-        y[i * lin->n + j] = (float)v;
-      }
-    return SQUAT_RT_OK;
-  }
   if (lin->fw) { /* fp32 GEMM (float head, FP32 baseline) */
     const size_t kern = (size_t)(m == 1 ? rt->fk_decode : rt->fk_prefill);
     squat_fgemm_pack_lhs(kern, m, lin->k, x, lin->k, rt->flhs);

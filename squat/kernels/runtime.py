@@ -69,13 +69,11 @@ def _bind(lib) -> C.CDLL:
     return L
 
 
-def _site(s: ActSite, where: str, allow_float: bool = False) -> _Site:
+def _site(s: ActSite, where: str, attention: bool = True) -> _Site:
     if s.is_float:
-        if allow_float:
-            return _Site(0, 0, _ActSite(), _ActSite())
         raise ExportError(f"{where}: float in the export; the integer runtime quantizes q, k, v and probs: export a "
                           "student with quant.act_bits and quant.probs_bits set (sites q, k, v, probs on)")
-    if s.dynamic and allow_float is False:
+    if s.dynamic and attention:
         raise ExportError(f"{where}: dynamic per-token scales at an attention site are not supported by the integer "
                           "runtime: train the student with a static-scale method (lsq, squat, pact)")
     for g in (s, s.high) if s.high is not None else (s,):
@@ -241,10 +239,10 @@ class IntegerRuntime:
         w = np.ascontiguousarray(lin.w.numpy(), np.int8)
         sw = np.ascontiguousarray(lin.w_scale.numpy().reshape(-1), np.float32)
         bias = None if lin.bias is None else _f32(lin.bias)
-        if self.baseline:
+        if self.baseline or lin.act.is_float:  # a float input (o_proj by default): dequantized on the fp32 GEMMs
             self._set_linear_float(layer, slot, lin.name, (w.astype(np.float32) * sw[:, None]).astype(np.float32), bias)
             return
-        site = _site(lin.act, lin.name, allow_float=True)
+        site = _site(lin.act, lin.name, attention=False)
         if self._bundle:
             head = struct.pack("<6iQQ", 2, layer, slot, lin.weight_bits, int(sw.size > 1), bias is not None,
                                lin.out_features, lin.in_features)
