@@ -432,6 +432,26 @@ class EvalConfig:
                 raise ImportError('harness_tasks / harness_blimp need lm-evaluation-harness: pip install -e ".[lmeval]"')
 
 
+@dataclass
+class GenerateConfig:
+    """``squat-generate``: greedy text from an integer export through the C runtime (squat.kernels.runtime)."""
+
+    export_dir: str = "???"  # a run's export/ folder (manifest.json + quantized.safetensors)
+    prompt: str = "???"
+    max_new_tokens: int = 32
+    tokenizer: Optional[str] = None  # default: the export folder, else the run's model/ beside it
+    max_seq: Optional[int] = None  # runtime buffers; default prompt + max_new_tokens
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if not Path(self.export_dir).is_dir():
+            raise FileNotFoundError(f"export_dir={self.export_dir!r} is not a folder: pass a run's export/ folder")
+        need_positive_int("max_new_tokens", self.max_new_tokens, optional=False)
+        need_positive_int("max_seq", self.max_seq)
+        if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
+            raise FileNotFoundError(f"tokenizer={self.tokenizer!r} is not a folder: pass the run's model/ folder")
+
+
 def job_name(*, _root_) -> str:
     """Short, override-safe folder name of a job: ``qat-w4a4-squat-s1234`` / ``pretrain-fp-s1234`` / ``eval``."""
     stage = OmegaConf.select(_root_, "stage.name")
@@ -450,3 +470,4 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="generate_schema", node=GenerateConfig)
