@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from squat.config import CONF_DIR, GenerateConfig, register_configs
@@ -42,12 +41,7 @@ def run_generate(gc: GenerateConfig) -> dict:
     t0 = time.perf_counter()
     logits = rt.prefill(ids)
     t1 = time.perf_counter()
-    new: list[int] = []
-    for i in range(gc.max_new_tokens):
-        new.append(int(np.argmax(logits)))
-        if new[-1] == eos or i == gc.max_new_tokens - 1:
-            break
-        logits = rt.step(new[-1])
+    new = rt.decode(logits, gc.max_new_tokens, eos)
     t2 = time.perf_counter()
     steps = len(new) - 1  # the first new token comes from the prefill
     return {

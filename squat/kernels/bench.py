@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from squat.kernels.build import ToolchainMissing, build, build_plugin, qemu_available
+from squat.kernels.build import ToolchainMissing, build, build_plugin, no_aslr, qemu_available
 from squat.kernels.reference import int_gemm_ref, qlinear_ref
 
 # LLaMA-58M: (name, N out, K in) per layer, 16 layers
@@ -81,11 +80,10 @@ def ceiling(kernel: str) -> float:
 
 
 # ---------------------------------------------------------------- instruction counts (qemu)
-def _qemu_run(bench: Path, plugin: Path, cpu: str, args: list[str], reps: int) -> tuple[int, str]:
+def qemu_run(bench: Path, plugin: Path, cpu: str, args: list[str], reps: int) -> tuple[int, str]:
+    """Executed instructions of ``bench args --insn --reps reps`` under the counting plugin, and the kernel it named."""
     cmd = ["qemu-aarch64", "-cpu", cpu, "-d", "plugin", "-plugin", str(plugin), str(bench), *args, "--insn", "--reps", str(reps)]
-    if shutil.which("setarch"):  # no ASLR: libc's alignment-dependent paths (memcpy) then run identically
-        cmd = ["setarch", platform.machine(), "-R", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    res = subprocess.run(no_aslr(cmd), capture_output=True, text=True, check=True)
     out = res.stderr + res.stdout
     count = int([l for l in out.splitlines() if l.startswith("insns:")][-1].split()[1])
     kern = next((l.split("=", 1)[1] for l in res.stdout.splitlines() if l.startswith("kernel=")), "")
@@ -97,8 +95,8 @@ def _count_tasks(bench: Path, plugin: Path, tasks: list, jobs: int) -> dict:
     Returns {cpu: {M: {shape: {label: count}}}} and the kernel names in res['kernel'][cpu][M][label]."""
     def run(t):
         cpu, m, name, label, args = t
-        c2, kern = _qemu_run(bench, plugin, cpu, args, 2)
-        c1, _ = _qemu_run(bench, plugin, cpu, args, 1)
+        c2, kern = qemu_run(bench, plugin, cpu, args, 2)
+        c1, _ = qemu_run(bench, plugin, cpu, args, 1)
         return t, c2 - c1, kern
 
     res: dict = {"count": {}, "kernel": {}}

@@ -206,7 +206,7 @@ class KernelLib:
             lhs = np.zeros(max(1, L.squat_igemm_lhs_size(ki.index, m, k)), np.uint8)
             scr = np.zeros(max(1, L.squat_igemm_scratch_size(ki.index, m, n, k)), np.uint8)
             c = np.empty((m, n), np.int32)
-            pl, pr, pc, ps, pw = _ptr(lhs), _ptr(packed.data), _ptr(c), _ptr(scr), _ptr(packed.data)
+            pl, pc, ps, pw = _ptr(lhs), _ptr(c), _ptr(scr), _ptr(packed.data)
             pack, run, idx = L.squat_igemm_pack_lhs, L.squat_igemm_run, ki.index
 
             def call(x: np.ndarray):

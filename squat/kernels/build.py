@@ -57,6 +57,12 @@ def check_toolchain(preset: str) -> None:
         raise ToolchainMissing(f"SIMDe headers not found for kernel preset x86-simde; install with: {_APT[preset]}")
 
 
+def no_aslr(cmd: list[str]) -> list[str]:
+    """``cmd`` under ``setarch -R`` where it exists: without address randomisation libc's alignment-dependent paths
+    (memcpy) run identically, so instruction counts repeat exactly."""
+    return ["setarch", platform.machine(), "-R", *cmd] if shutil.which("setarch") else cmd
+
+
 def qemu_available() -> bool:
     try:
         check_toolchain("aarch64-cross")

@@ -18,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from squat.kernels.build import no_aslr
+
 _INSN = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
 _FUNC = re.compile(r"^[0-9a-f]+ <([^>]+)>:$")
 _BRANCH = re.compile(r"^(b\.\w+|b|cbz|cbnz|tbz|tbnz)$")
@@ -223,13 +225,9 @@ def _symbols(exe: Path) -> list[tuple[int, str]]:
 
 
 def _tb_profile(exe: Path, plugin: Path, cpu: str, args: list[str], reps: int, tmp: Path) -> dict[tuple[int, int], int]:
-    import platform
-
     out = tmp / f"prof{reps}.txt"
     cmd = ["qemu-aarch64", "-cpu", cpu, "-plugin", f"{plugin},out={out}", str(exe), *args, "--insn", "--reps", str(reps)]
-    if shutil.which("setarch"):
-        cmd = ["setarch", platform.machine(), "-R", *cmd]
-    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    subprocess.run(no_aslr(cmd), capture_output=True, text=True, check=True)
     prof: dict[tuple[int, int], int] = {}  # (block start, block length) -> executed instructions
     for line in out.read_text().splitlines()[1:]:
         a, n, c = line.split()

@@ -308,20 +308,18 @@ class IntegerRuntime:
         if a.size + max_new_tokens - 1 > self.max_seq:
             raise ValueError(f"{a.size} prompt tokens + {max_new_tokens} new exceed max_seq={self.max_seq}: "
                              "create the IntegerRuntime with a larger max_seq or shorten the prompt")
+        return self.decode(self.prefill(a), max_new_tokens, eos_token_id)
+
+    def decode(self, logits: np.ndarray, max_new_tokens: int, eos_token_id: int | None = None) -> list[int]:
+        """Greedy tokens after a :meth:`prefill` that returned ``logits`` (the first new token comes from them, so
+        ``max_new_tokens`` tokens cost ``max_new_tokens - 1`` cached steps)."""
         out: list[int] = []
-        logits = self.prefill(a)
         for i in range(max_new_tokens):
             out.append(int(np.argmax(logits)))
             if out[-1] == eos_token_id or i == max_new_tokens - 1:
                 break
             logits = self.step(out[-1])
         return out
-
-    def high_fractions(self) -> dict[int, float]:
-        """Per layer, the share of the cached tokens chosen high precision."""
-        n = self.pos
-        return {i: float(np.ctypeslib.as_array(self._L.squat_rt_high_flags(self._rt, i), (n,)).mean()) if n else 0.0
-                for i in range(self.export.manifest["num_layers"])}
 
     def high_flags(self, layer: int) -> np.ndarray:
         """Layer ``layer``'s token choices over the cached sequence (bool ``[pos]``)."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 from pathlib import Path
 
 import torch
 
-from squat.kernels.build import build, build_plugin, host_preset
+from squat.kernels.bench import qemu_run
+from squat.kernels.build import build, build_plugin, host_preset, no_aslr
 
 VARIANTS = {"W8A8": "w8a8", "W4A8": "w4a8", "mixed": "w4a4_8", "W4A4": "w4a4"}
 
@@ -47,17 +47,8 @@ def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def _run(cmd: list[str]) -> str:
-    if shutil.which("setarch"):  # no ASLR: libc's alignment-dependent paths then run identically
-        cmd = ["setarch", platform.machine(), "-R", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return res.stdout + res.stderr
-
-
 def _insns(exe: Path, plugin: Path, cpu: str, bundle: Path, prefill: int, decode: int, reps: int) -> int:
-    out = _run(["qemu-aarch64", "-cpu", cpu, "-d", "plugin", "-plugin", str(plugin), str(exe), str(bundle),
-                "--prefill", str(prefill), "--decode", str(decode), "--reps", str(reps), "--insn"])
-    return int([line for line in out.splitlines() if line.startswith("insns:")][-1].split()[1])
+    return qemu_run(exe, plugin, cpu, [str(bundle), "--prefill", str(prefill), "--decode", str(decode)], reps)[0]
 
 
 def count(bundle: Path, cpu: str, prefill: int) -> dict:
@@ -70,8 +61,9 @@ def count(bundle: Path, cpu: str, prefill: int) -> dict:
 
 def wallclock(bundle: Path, prefill: int, reps: int = 3, decode: int = 16) -> dict:
     """Host ms per token (prefill of P tokens, then greedy decode) through the host build."""
-    out = _run([str(build(host_preset()) / "squat_rt_bench"), str(bundle), "--prefill", str(prefill), "--decode",
-                str(decode), "--reps", str(reps)])
+    cmd = [str(build(host_preset()) / "squat_rt_bench"), str(bundle), "--prefill", str(prefill), "--decode",
+           str(decode), "--reps", str(reps)]
+    out = subprocess.run(no_aslr(cmd), capture_output=True, text=True, check=True).stdout
     kv = dict(item.split("=") for item in out.split())
     return {"prefill": float(kv["ms_per_prefill"]) / prefill, "decode": float(kv["ms_per_decode_token"])}
 
