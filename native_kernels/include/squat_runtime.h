@@ -3,17 +3,26 @@
 /// every quantized linear through squat_qlinear_run, with a KV cache for decoding.
 ///
 /// Arithmetic, in the order the Python student (squat.quant, eval mode) does it:
-///  - float parts in FP32 (sums of squares and means in float64): embeddings (+ learned positions, GPT-2),
+///  - float parts in FP32, vectorized (four-lane float32 sums): embeddings (+ learned positions, GPT-2),
 ///    RMSNorm (LLaMA) or LayerNorm (GPT-2), RoPE (x * cos + rotate_half(x) * sin with tables handed in by the
 ///    caller, so every RoPE variant of the HF config is the config's own), SiLU gate (LLaMA) or tanh GELU (GPT-2),
-///    residual adds and a float output head. No FP16 anywhere.
-///  - float-input linears (o_proj by default): their dequantized weights on the fp32 GEMMs.
+///    residual adds, softmax. exp is the runtime's own float32 one (about 1 ulp); the FP16 baseline shares all of
+///    these, so its ratios to the quantized variants compare like with like.
+///  - float-input linears (o_proj by default) and the float head: dequantized / float weights on the fp32 GEMMs
+///    (fp16 would miss the student's logits by ~1e-2: the fp16 GEMMs accumulate in fp16).
 ///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
 ///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
-///  - attention: q and k (after RoPE) and v quantized with their static sites, scores = (double)(sum_d qc * kc) *
-///    s_q * s_k rounded to float32, times the float32 scaling; softmax in float64 rounded to float32; the
-///    probabilities quantized to the probs site (8-bit unsigned, step 1/255); probs @ v as an int32 sum per value
-///    scale group (high and low tokens of a token-adaptive v), rescaled in float64 and rounded to float32.
+///  - attention: q and k (after RoPE) and v quantized with their static sites to raw codes (int8); scores =
+///    sum_d (q - zq)(k - zk) as sdot sums of the codes with zero-point corrections, times (s_q * s_k) and the
+///    scaling in float32; softmax in float32; the probabilities quantized to the probs site (8-bit unsigned,
+///    step 1/255); probs @ v as sdot sums per value scale group (high and low tokens of a token-adaptive v) over
+///    a value cache in blocks of four keys, rescaled by s_probs * s_v in float32.
+///  - config.float16 (the FP16 baseline, with four float attention sites): every linear on the library's FP16
+///    GEMM (8x16 tile at M > 1, the 1x16 GEMV at M = 1; fp16 weights, fp16 in and out, fp16 accumulation),
+///    scores and probs @ v in fp16 (keys cached transposed in blocks of eight, fmla by element), the float parts
+///    above in FP32. config.float16 = 0 with float sites is the FP32 baseline (fp32 GEMMs, scalar float attention).
+///  - config.reference = 1 runs the scalar twin of every vectorized op of the integer runtime and the shared float
+///    parts (not of the FP16 attention): the same bits, a test oracle for the vector code.
 ///  - token rule (causal threshold, squat.quant.token_policy): layer l's importance of a token is the mean over
 ///    heads of its float32 attention probability (or score) on the first key; the token is high precision iff
 ///    importance >= the layer's exported threshold (ratio 0: never, ratio 1: always). Layer l's choice sets its
@@ -78,6 +87,8 @@ typedef struct squat_rt_config {
   float attn_scaling;   ///< multiplies the scores (head_dim^-0.5)
   int token_rule;       ///< SQUAT_RT_RULE_*
   int score_logits;     ///< token importance from the pre-softmax scores instead of the probabilities
+  int float16;          ///< float linears and float attention in FP16 (the FP16 baseline); needs head_dim % 8 == 0
+  int reference;        ///< scalar twins of the vectorized ops (the same bits; for tests)
 } squat_rt_config;
 
 /// Linear slots of a block; SQUAT_RT_HEAD with layer -1 is the output head. GPT-2 uses Q for c_attn ([q | k | v],
@@ -105,13 +116,14 @@ int squat_rt_set_linear(squat_rt *rt, int layer, int slot, size_t n_out, size_t 
                         const int8_t *w, const float *w_scale, int w_scale_per_channel, const float *bias,
                         const squat_rt_site *act);
 
-/// A float linear (float32 weights [n_out, n_in], optional bias) on the library's fp32 GEMMs: a float-input
-/// linear (dequantized weights), the float head, and every linear of the FP32 baseline (the same model, dequantized, through the same runtime).
+/// A float linear (float32 weights [n_out, n_in], optional bias) on the library's float GEMMs (fp16, weights
+/// rounded to fp16, with config.float16, else fp32): a float-input linear (dequantized weights), the float head,
+/// and every linear of the FP32 / FP16 baselines (the same model, dequantized, through the same runtime).
 int squat_rt_set_linear_float(squat_rt *rt, int layer, int slot, size_t n_out, size_t n_in, const float *w,
                               const float *bias);
 
 /// The attention sites of a block (q, k after RoPE; v; probs) and its token threshold (ignored without rule).
-/// Four float sites select the FP32 baseline's attention: float scores, softmax (expf) and probs @ v, float cache.
+/// Four float sites select the baselines' float attention (FP16 or FP32 by config.float16) over a float cache.
 int squat_rt_set_attention(squat_rt *rt, int layer, const squat_rt_site *q, const squat_rt_site *k,
                            const squat_rt_site *v, const squat_rt_site *probs, float token_threshold);
 
@@ -133,7 +145,7 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
 /// A ready runtime from a bundle file: the config and every squat_rt_set_* call recorded by Python
 /// (squat.kernels.runtime.IntegerRuntime(export, bundle=path)), replayed in order, then squat_rt_ready. This is how
 /// a program without Python (an edge device, qemu) runs an export. NULL with *err set on failure.
-/// Layout (native endianness and struct layout): "SQRTBND1", squat_rt_config, then records `int32 kind`:
+/// Layout (native endianness and struct layout): "SQRTBND2", squat_rt_config, then records `int32 kind`:
 /// 1 float {int32 layer, char name[32], uint64 n, float[n]}; 2 linear {int32 layer, slot, bits, per_channel,
 /// has_bias, uint64 n_out, n_in, squat_rt_site, int8[n_out * n_in], float scales[per_channel ? n_out : 1],
 /// float bias[n_out] if has_bias}; 3 attention {int32 layer, squat_rt_site q, k, v, probs, float threshold};

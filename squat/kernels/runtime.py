@@ -38,7 +38,8 @@ class _Site(C.Structure):  # squat_rt_site
 class _Config(C.Structure):  # squat_rt_config
     _fields_ = [(n, C.c_int) for n in ("arch", "n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "intermediate",
                                        "vocab", "max_seq")] + [
-        ("norm_eps", C.c_float), ("attn_scaling", C.c_float), ("token_rule", C.c_int), ("score_logits", C.c_int)]
+        ("norm_eps", C.c_float), ("attn_scaling", C.c_float), ("token_rule", C.c_int), ("score_logits", C.c_int),
+        ("float16", C.c_int), ("reference", C.c_int)]
 
 
 class RuntimeCallError(RuntimeError):
@@ -97,15 +98,17 @@ class IntegerRuntime:
     ``max_seq``: the longest sequence (prompt + generated tokens) the buffers hold; default the model's
     ``max_position_embeddings``. ``preset``: the kernel build (default the host's). ``bundle``: also record every
     tensor handed to C in this file, which ``squat_rt_load_bundle`` (and the ``squat_rt_bench`` program) replays
-    without Python, e.g. under qemu-aarch64 or on the device. ``baseline="fp32"``: the FP32 baseline of the same
-    model through the same runtime (dequantized weights on the fp32 GEMMs, float attention, no token rule), so
-    benchmark ratios compare like with like.
+    without Python, e.g. under qemu-aarch64 or on the device. ``baseline="fp16"`` / ``"fp32"``: the FP16 (the
+    paper's Table IV denominator) or FP32 baseline of the same model through the same runtime (dequantized weights
+    on the library's fp16 / fp32 GEMMs, float attention in that precision, no token rule; norms, softmax, RoPE and
+    activations are the runtime's shared FP32 code), so benchmark ratios compare like with like.
+    ``reference=True``: the C side runs the scalar twin of every vectorized op (the same bits; a test oracle).
     """
 
     def __init__(self, export_dir: str | Path, max_seq: int | None = None, preset: str | None = None,
-                 bundle: str | Path | None = None, baseline: str | None = None):
-        if baseline not in (None, "fp32"):
-            raise ValueError(f"baseline={baseline!r}: the runtime's float baseline is 'fp32' (or None)")
+                 bundle: str | Path | None = None, baseline: str | None = None, reference: bool = False):
+        if baseline not in (None, "fp16", "fp32"):
+            raise ValueError(f"baseline={baseline!r}: the runtime's float baselines are 'fp16' and 'fp32' (or None)")
         self.baseline = baseline
         exp = self.export = ExportedModel(export_dir)
         m = exp.manifest
@@ -124,7 +127,7 @@ class IntegerRuntime:
         rule, score_logits = self._token_rule(exp) if baseline is None else (_RULE_NONE, 0)
         c = _Config(_ARCH[self.family], m["num_layers"], shape["hidden"], shape["heads"], shape["kv_heads"],
                     shape["head_dim"], shape["intermediate"], self.vocab, self.max_seq, shape["eps"],
-                    shape["scaling"], rule, score_logits)
+                    shape["scaling"], rule, score_logits, int(baseline == "fp16"), int(reference))
         err = C.c_int(0)
         self._rt = self._L.squat_rt_create(C.byref(c), C.byref(err))
         if not self._rt:
@@ -132,7 +135,7 @@ class IntegerRuntime:
         self._bundle = open(bundle, "wb") if bundle is not None else None
         try:
             if self._bundle:
-                self._bundle.write(b"SQRTBND1" + bytes(c))
+                self._bundle.write(b"SQRTBND2" + bytes(c))
             self._load(exp, rule)
             if self._bundle:
                 self._bundle.write(struct.pack("<i", 0))
@@ -239,7 +242,7 @@ class IntegerRuntime:
         w = np.ascontiguousarray(lin.w.numpy(), np.int8)
         sw = np.ascontiguousarray(lin.w_scale.numpy().reshape(-1), np.float32)
         bias = None if lin.bias is None else _f32(lin.bias)
-        if self.baseline or lin.act.is_float:  # a float input (o_proj by default): dequantized on the fp32 GEMMs
+        if self.baseline or lin.act.is_float:  # a float input (o_proj by default): dequantized on the float GEMMs
             self._set_linear_float(layer, slot, lin.name, (w.astype(np.float32) * sw[:, None]).astype(np.float32), bias)
             return
         site = _site(lin.act, lin.name, attention=False)
