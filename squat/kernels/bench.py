@@ -5,10 +5,13 @@ quantization, the integer GEMM the library picks for M, the dequantization, floa
 fp16 in, the FP16 kernel for M (the GEMV at M = 1), fp16 out. Executed-instruction counts under
 ``qemu-aarch64 -cpu cortex-a76`` and ``-cpu max`` with the repo's TCG plugin (deterministic) when the aarch64
 cross toolchain and qemu exist, and host wall clock side by side with torch fp32 and torch's int8 dynamic linear.
+Beside the GEMM tables, the whole model through the integer runtime (Table IV layout, ``runtime_bench.measure``):
+an export's own variant against the runtime's FP16 / FP32 baselines of the same weights, or every variant of the
+paper's shapes with random weights.
 
     squat-bench --shape 512x512 --shape 1024x512 --shape 512x1024 -M 1 -M 128
-    squat-bench --export DIR            # shapes and bit-exactness from an exported integer model
-    python -m squat.kernels.bench --llama58m --out /tmp/kb   # the docs tables
+    squat-bench --export DIR            # shapes and bit-exactness from an exported integer model, + the whole model
+    python -m squat.kernels.bench --llama58m --out /tmp/kb   # the docs tables (also --gpt2-97m)
     python -m squat.kernels.bench --llama58m --no-wall --before-src /tmp/before/native_kernels   # + before/after
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +37,10 @@ from squat.kernels.reference import int_gemm_ref, qlinear_ref
 LLAMA58M_LAYER = [("q_proj", 512, 512), ("k_proj", 512, 512), ("v_proj", 512, 512), ("o_proj", 512, 512),
                   ("gate_proj", 1024, 512), ("up_proj", 1024, 512), ("down_proj", 512, 1024)]
 LLAMA58M_LAYERS = 16
+# GPT2-97M: fused c_attn, attention c_proj, MLP c_fc and c_proj per layer, 12 layers
+GPT2_97M_LAYER = [("c_attn", 2304, 768), ("attn.c_proj", 768, 768), ("c_fc", 3072, 768), ("mlp.c_proj", 768, 3072)]
+GPT2_97M_LAYERS = 12
+PAPER = {"llama_58m": (LLAMA58M_LAYER, LLAMA58M_LAYERS), "gpt2_97m": (GPT2_97M_LAYER, GPT2_97M_LAYERS)}
 
 WEIGHT_BITS = {"FP32": 32, "FP16": 16, "W8A8-smull": 8, "W8A8": 8}
 MKMP8, MKMP4 = "gemm_qs8_qs4x2_mkmp_4x8_neon", "gemm_qs4_qs4x2_mkmp_4x8_neon"
@@ -340,6 +348,12 @@ def markdown(result: dict) -> str:
             if lab in row:
                 lines.append(f"| {lab} | {kern.get(lab, '')} | {row[lab]:.3f} | {tf / row[lab]:.2f}x | "
                              f"{fp32 / row[lab]:.2f}x |")
+    if "whole_model" in result:
+        from squat.kernels import runtime_bench
+
+        lines.append(runtime_bench.markdown(result["whole_model"]))
+    elif "whole_model_error" in result:
+        lines.append(f"\nWhole model through the integer runtime: not measured ({result['whole_model_error']})")
     ex = result.get("exactness")
     if ex:
         lines.append(f"\nBit-exactness on the exported weights: {'PASS' if ex['ok'] else 'FAIL'} "
@@ -470,11 +484,55 @@ def check_exactness(lib, export_dir: str | Path, check_activations: dict | None,
     return {"ok": not failures, "checked": checked, "failures": failures}
 
 
+# ---------------------------------------------------------------- whole model (integer runtime)
+def variant_label(export_dir: str | Path) -> str:
+    """Table IV name of an export's quantization: ``W4A4``, or ``mixed W4 A4:8, ratio 0.5`` with a token policy."""
+    from squat.export import ExportedModel
+
+    q = ExportedModel(export_dir).manifest["quant"]
+    tp = q.get("token_policy") or {}
+    if tp.get("enabled"):
+        return f"mixed W{q['weight_bits']} A{q['act_bits']}:{tp['high_bits']}, ratio {tp['ratio']:g}"
+    return f"W{q['weight_bits']}A{q['act_bits']}"
+
+
+def whole_model(exports: dict[str, Path], baseline_of: Path, work: str | Path, prefill: int, insn: bool = True,
+                wall: bool = True, cpus: list[str] | None = None) -> dict:
+    """The integer runtime's whole-model table (``runtime_bench.measure``): instructions per token under qemu (when
+    the cross toolchain exists; ``cpus`` default cortex-a76 and max) and host ms per token of each export, beside
+    the FP16 / FP32 baselines of ``baseline_of``."""
+    from squat.kernels.runtime_bench import measure
+
+    return measure(exports, Path(baseline_of), Path(work), prefill=prefill, cpus=cpus, insn=insn and qemu_available(),
+                   wall=wall)
+
+
+def paper_whole_model(model: str, work: str | Path, prefill: int = 128, insn: bool = True, wall: bool = True) -> dict:
+    """:func:`whole_model` of every variant of the paper's ``model`` (``llama_58m``, ``gpt2_97m``) with random
+    weights; the baselines come from the W4A4 export (same float weights: one seed)."""
+    from squat.kernels.runtime_bench import VARIANTS, paper_export
+
+    work = Path(work)
+    exports = {label: paper_export(model, quant, work / f"{model}_{label}") for label, quant in VARIANTS.items()}
+    return whole_model(exports, exports["W4A4"], work, prefill, insn, wall)
+
+
+def _with_whole_model(res: dict, run) -> dict:
+    """``res["whole_model"] = run()``; a failure is recorded in ``res["whole_model_error"]`` (the GEMM tables stand)."""
+    try:
+        res["whole_model"] = run()
+    except Exception as e:  # noqa: BLE001 - any failure of the runtime path is reported beside the GEMM tables
+        res["whole_model_error"] = f"{type(e).__name__}: {e}"
+    return res
+
+
 def run_kernel_benchmark(export_dir: str | Path, seq_len: int = 128, ratio: float = 0.5,
                          out_dir: str | Path | None = None, check_activations: dict | None = None,
-                         reps: int = 3, insn: bool = True) -> dict:
+                         reps: int = 3, insn: bool = True, whole: bool | dict = True) -> dict:
     """Build (cached), check bit-exactness on the exported weights (and real activations if given), benchmark
-    every distinct linear shape at M = seq_len and M = 1, write kernel_bench.json and kernel_bench.md to out_dir.
+    every distinct linear shape at M = seq_len and M = 1, and (``whole``) the whole model through the integer
+    runtime at prefill seq_len and decode (a dict: :func:`whole_model` keywords, e.g. fewer ``cpus``), write
+    kernel_bench.json and kernel_bench.md to out_dir.
     Raises ToolchainMissing (one-line message with the install command) if the host toolchain is absent."""
     from squat.kernels.binding import load
     from squat.kernels.model import read_manifest
@@ -489,6 +547,11 @@ def run_kernel_benchmark(export_dir: str | Path, seq_len: int = 128, ratio: floa
             shapes.append((f"{n}x{k}", n, k))
     res = benchmark(shapes, [seq_len, 1], ratio, model_linears, reps=reps, insn=insn)
     res["exactness"] = check_exactness(lib, export_dir, check_activations, ratio)
+    if whole:
+        with tempfile.TemporaryDirectory(prefix="squat_wm_") as work:  # bundles: a copy of the model per row
+            kw = {"prefill": seq_len, "insn": insn, **(whole if isinstance(whole, dict) else {})}
+            _with_whole_model(res, lambda: whole_model({variant_label(export_dir): Path(export_dir)}, Path(export_dir),
+                                                       work, **kw))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -505,28 +568,43 @@ def _parse_shape(s: str) -> tuple[str, int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="squat-bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", action="append", default=[], help="NxK (out x in), repeatable")
-    ap.add_argument("--llama58m", action="store_true", help="LLaMA-58M linear shapes (16 layers)")
-    ap.add_argument("--export", help="exported model dir (manifest.json + quantized.safetensors)")
-    ap.add_argument("-M", action="append", type=int, default=[], help="tokens per call, repeatable")
-    ap.add_argument("--ratio", type=float, default=0.5, help="share of 8-bit tokens in the mixed rows")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--llama58m", action="store_true",
+                     help="LLaMA-58M linear shapes (16 layers), and the whole model of every variant (random weights)")
+    src.add_argument("--gpt2-97m", action="store_true",
+                     help="GPT2-97M linear shapes (12 layers), and the whole model of every variant (random weights)")
+    src.add_argument("--export", help="exported model dir (manifest.json + quantized.safetensors)")
+    ap.add_argument("-M", action="append", type=int, default=[], help="tokens per call, repeatable (the largest is "
+                    "the whole model's prefill)")
+    ap.add_argument("--ratio", type=float, default=0.5, help="share of 8-bit tokens in the mixed GEMM rows")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-insn", action="store_true", help="skip qemu instruction counts")
     ap.add_argument("--no-wall", action="store_true", help="skip host wall-clock timing")
+    ap.add_argument("--no-whole-model", action="store_true", help="only the GEMM tables (no integer runtime)")
     ap.add_argument("--only", action="append", default=None, help="restrict to these row labels")
     ap.add_argument("--before-src", help="an older native_kernels tree to count beside this one (before/after table)")
-    ap.add_argument("--out", help="write kernel_bench.json / kernel_bench.md here")
+    ap.add_argument("--out", help="write kernel_bench.json / kernel_bench.md here (and the whole model's work files)")
     a = ap.parse_args(argv)
+    whole = not a.no_whole_model
     try:
         if a.export:
-            res = run_kernel_benchmark(a.export, (a.M or [128])[0], a.ratio, a.out, reps=a.reps, insn=not a.no_insn)
+            res = run_kernel_benchmark(a.export, max(a.M or [128]), a.ratio, a.out, reps=a.reps, insn=not a.no_insn,
+                                       whole=whole)
         else:
             shapes = [_parse_shape(s) for s in a.shape]
             model = None
-            if a.llama58m or not shapes:
-                shapes = [("512x512", 512, 512), ("1024x512", 1024, 512), ("512x1024", 512, 1024)]
-                model = [(f"l{i}.{n}", N, K) for i in range(LLAMA58M_LAYERS) for n, N, K in LLAMA58M_LAYER]
-            res = benchmark(shapes, a.M or [1, 128], a.ratio, model, reps=a.reps, insn=not a.no_insn,
+            paper = "gpt2_97m" if a.gpt2_97m else "llama_58m" if a.llama58m or not shapes else None
+            if paper:
+                layer, n_layers = PAPER[paper]
+                shapes = list({(n, k): (f"{n}x{k}", n, k) for _, n, k in layer}.values())
+                model = [(f"l{i}.{name}", n, k) for i in range(n_layers) for name, n, k in layer]
+            ms = a.M or [1, 128]
+            res = benchmark(shapes, ms, a.ratio, model, reps=a.reps, insn=not a.no_insn,
                             wall=not a.no_wall, labels=a.only, before_src=a.before_src)
+            if whole and (a.llama58m or a.gpt2_97m):
+                with tempfile.TemporaryDirectory(prefix="squat_wm_") as tmp:  # exports and bundles, kept under --out
+                    work = Path(a.out) / "whole_model" if a.out else Path(tmp)
+                    _with_whole_model(res, lambda: paper_whole_model(paper, work, max(ms), not a.no_insn, not a.no_wall))
             if a.out:
                 Path(a.out).mkdir(parents=True, exist_ok=True)
                 (Path(a.out) / "kernel_bench.json").write_text(json.dumps(res, indent=1, default=str))

@@ -84,3 +84,18 @@ def test_kernel_headline_is_rederived_from_the_honest_rows():
     assert h.startswith("bit-exact PASS; vs FP16, quantization counted: cortex-a76 prefill M=128: W8A8 1.84x")
     assert "cortex-a76 decode M=1: W8A8 1.81x, W4A4 1.43x" in h
     assert "no qemu" in kernel_headline({"exactness": {"ok": False}})
+
+
+def test_squat_bench_export_adds_the_whole_model_table(lib, tmp_path):
+    """The trained model's own variant beside the runtime's FP16 and FP32 baselines of the same weights."""
+    from squat.kernels.bench import main
+
+    _, _, d = _student(tmp_path, 4, 8)
+    assert main(["--export", str(d), "-M", "8", "--reps", "1", "--no-insn", "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "kernel_bench.json").read_text())
+    assert "whole_model_error" not in res, res.get("whole_model_error")
+    wall = res["whole_model"]["wall"]
+    assert set(wall) == {"FP16", "FP32", "W4A8"} and all(v["prefill"] > 0 and v["decode"] > 0 for v in wall.values())
+    md = (tmp_path / "out" / "kernel_bench.md").read_text()
+    assert "Whole model, host ms per token" in md and "| W4A8 |" in md and "| FP16 |" in md
+    assert md.count("Wall clock") == 2  # the GEMM tables stay
