@@ -1,5 +1,6 @@
 """After training: export the quantized student, build the native kernels (cached), check them bit for bit on
-the model's real weights and activations, benchmark every distinct linear shape, and log the result.
+the model's real weights and activations, benchmark every distinct linear shape and the whole model through the
+integer runtime (its own variant beside the runtime's FP16 / FP32 baselines of the same weights), and log the result.
 
 A missing toolchain or any benchmark failure is logged in one line and never fails the training run: the
 trained model matters more than its benchmark.
@@ -7,16 +8,18 @@ trained model matters more than its benchmark.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from squat.export import MANIFEST_FILE, export_model
-from squat.kernels.build import ToolchainMissing
+from squat.kernels.build import ToolchainMissing, host_preset, qemu_available
 from squat.quant.prepare import quant_linears
 
 log = logging.getLogger("squat")
+WHOLE_PREFILL = 32
 
 
 class KernelBenchmark(L.Callback):
@@ -25,6 +28,15 @@ class KernelBenchmark(L.Callback):
         self.reps, self.insn, self.check_tokens = reps, insn, check_tokens
         self.result: dict | None = None
         self.skipped: str | None = None  # why there is no result (for the run summary)
+
+    def whole_model_options(self, seq_len: int) -> dict:
+        """The cheap whole-model table after training (the runtime's FP16 baseline dominates its cost, under qemu
+        and most of all under SIMDe): prefill 32 and decode, instructions on cortex-a76 only, and host ms per token
+        only where it means something (not x86-simde) or nothing is counted. ``squat-bench --export`` runs the full
+        table."""
+        counted = self.insn and qemu_available()
+        return {"prefill": min(seq_len, WHOLE_PREFILL), "cpus": ["cortex-a76"],
+                "wall": not counted or host_preset() != "x86-simde"}
 
     @torch.no_grad()
     def _real_activations(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -65,15 +77,14 @@ class KernelBenchmark(L.Callback):
                 check_activations=self._real_activations(trainer, pl_module),
                 reps=self.reps,
                 insn=self.insn,
+                whole=self.whole_model_options(trainer.datamodule.cfg.seq_len),
             )
+            self._log(trainer)
         except ToolchainMissing as e:
             log.warning("KernelBenchmark skipped: %s", e)
             self.skipped = str(e)
-            return
         except Exception as e:  # the benchmark must never cost the user the trained model
             log.exception("KernelBenchmark failed (training outputs are unaffected): %s", e)
-            return
-        self._log(trainer)
 
     def _log(self, trainer: L.Trainer) -> None:
         res = self.result
@@ -88,12 +99,13 @@ class KernelBenchmark(L.Callback):
                 for label, n in table.items():
                     if fp16:
                         metrics[f"kernel/insn_speedup_vs_fp16_{cpu}_M{m}/{label}"] = fp16 / n
+        metrics.update(whole_model_metrics(res))
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
             lg.save()
         md = self.output_dir / "kernel_bench.md"
         status = "PASS" if res["exactness"]["ok"] else f"FAIL {res['exactness']['failures'][:3]}"
-        log.info("KernelBenchmark: bit-exact %s; summary in %s", status, md)
+        log.info("KernelBenchmark: bit-exact %s; %s; details in %s", status, whole_model_headline(res), md)
 
 
 def kernel_headline(res: dict) -> str:
@@ -112,4 +124,59 @@ def kernel_headline(res: dict) -> str:
         parts.append(f"no qemu instruction counts ({res.get('insn_skipped', 'callbacks.kernel_benchmark.insn=false')})")
     elif len(parts) > 1:
         parts[1] = "vs FP16, quantization counted: " + parts[1]
+    if "whole_model" in res or "whole_model_error" in res:
+        try:
+            parts.append(whole_model_headline(res))
+        except (KeyError, TypeError, ZeroDivisionError) as e:  # the run summary must still be written
+            parts.append(f"whole model: unreadable result ({type(e).__name__}: {e})")
     return "; ".join(parts) + " (details: kernel_bench.md)"
+
+
+BASELINES = ("FP16", "FP32")
+
+
+def _own(wm: dict) -> str | None:
+    """The trained model's label in the whole-model result (the one that is not a runtime baseline)."""
+    labels = {k for t in [*wm.get("insn", {}).values(), wm.get("wall", {})] for k in t}
+    return next((k for k in sorted(labels) if k not in BASELINES), None)
+
+
+def whole_model_headline(res: dict) -> str:
+    """The whole model through the integer runtime, its variant over the runtime's FP16 baseline (FP32 where FP16
+    is absent): instructions per token under qemu (cortex-a76 first), else host ms per token over FP32."""
+    wm = res.get("whole_model")
+    if not wm:
+        return f"whole model not measured ({res.get('whole_model_error', 'not run')})"
+    own = _own(wm)
+    insn, wall = wm.get("insn") or {}, wm.get("wall") or {}
+    if insn:
+        cpu = "cortex-a76" if "cortex-a76" in insn else next(iter(insn))
+        t, what = insn[cpu], f"{cpu} insn/token"
+    else:
+        t, what = wall, "host ms/token"
+    base = next((b for b in BASELINES if b in t and (insn or b == "FP32")), None)
+    if own not in t or base is None:
+        return "whole model: no comparable rows"
+    sp = ", ".join(f"{ph} {t[base][ph] / t[own][ph]:.2f}x" for ph in ("prefill", "decode"))
+    return f"whole model {own} vs runtime {base} ({what}, prefill {wm.get('prefill')}): {sp}"
+
+
+def _key(label: str, own: str | None) -> str:
+    return "model" if label == own else re.sub(r"[^A-Za-z0-9]+", "_", label)
+
+
+def whole_model_metrics(res: dict) -> dict[str, float]:
+    """Logger metrics of the whole-model table: per token costs of every row (the trained variant as ``model``)."""
+    wm = res.get("whole_model") or {}
+    own, out = _own(wm), {}
+    for cpu, table in (wm.get("insn") or {}).items():
+        for label, v in table.items():
+            for ph in ("prefill", "decode"):
+                out[f"kernel/whole_insn_per_token_{cpu}_{ph}/{_key(label, own)}"] = v[ph]
+        if own in table and "FP16" in table:
+            for ph in ("prefill", "decode"):
+                out[f"kernel/whole_insn_speedup_vs_fp16_{cpu}/{ph}"] = table["FP16"][ph] / table[own][ph]
+    for label, v in (wm.get("wall") or {}).items():
+        for ph in ("prefill", "decode"):
+            out[f"kernel/whole_host_ms_per_token_{ph}/{_key(label, own)}"] = v[ph]
+    return out
