@@ -521,7 +521,7 @@ def _with_whole_model(res: dict, run) -> dict:
     """``res["whole_model"] = run()``; a failure is recorded in ``res["whole_model_error"]`` (the GEMM tables stand)."""
     try:
         res["whole_model"] = run()
-    except Exception as e:  # noqa: BLE001 - any failure of the runtime path is reported beside the GEMM tables
+    except Exception as e:  # any failure of the runtime path is reported beside the GEMM tables
         res["whole_model_error"] = f"{type(e).__name__}: {e}"
     return res
 

@@ -165,6 +165,7 @@ def measure(exports: dict[str, Path], baseline_of: Path, prefill: int = 128, dec
     tok_s = {label: {"prefill": prefill / statistics.median(s["prefill"]), "decode": decode / statistics.median(s["decode"])}
              for label, s in secs.items()}
     return {"prefill": prefill, "decode": decode, "reps": reps, "threads": threads, "host": host_info(),
+            "attention": fp.config._attn_implementation,
             "torch": backends, "runtime_target": target, "skipped": skipped, "tok_s": tok_s, "seconds": secs}
 
 
@@ -199,9 +200,10 @@ def markdown(res: dict, title: str = "") -> str:
 
 def _notes(res: dict) -> str:
     tb = res["torch"]
-    return (f"\nTorch {tb['torch']}, {res['threads']} thread(s) (the C runtime is single-threaded); FP32: {tb['fp32_matmul']}; "
-            f"int8: {tb['int8_dynamic']}, every nn.Linear including the head (the runtime's head is float). Runtime: "
-            "IntegerRuntime.prefill/step through ctypes on the host build. Host: "
+    return (f"\nTorch {tb['torch']}, {res['threads']} thread(s) (the C runtime is single-threaded). torch FP32 eager: HF "
+            f"model, attention '{res['attention']}', linears {tb['fp32_matmul']}. torch int8 dynamic: "
+            f"{tb['int8_dynamic']} on every nn.Linear including the head (the runtime's head is float). Runtime: "
+            f"IntegerRuntime.prefill/step through ctypes on the host build. Host: "
             f"{res['host'].get('model', res['host']['machine'])}, {res['host']['cpus']} CPUs.\n")
 
 
