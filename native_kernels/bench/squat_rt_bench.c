@@ -1,7 +1,9 @@
 /// Whole-model runner of a runtime bundle (squat_runtime.h): what runs an export without Python, on a device or
 /// under qemu-aarch64.
 ///   squat_rt_bench BUNDLE [--ids FILE | --prefill N] [--decode D] [--reps R] [--out FILE] [--insn]
-/// Each rep: reset, prefill the prompt (every position's logits), then D greedy steps (each feeds the argmax back).
+/// Each rep: reset, prefill the prompt, then D greedy steps (each feeds the argmax back). The prefill computes the
+/// logits generation needs, the last prompt token's (an edge runtime does not run the head over the whole prompt);
+/// with --out every position's, which it writes.
 /// --ids: int32 token ids (raw); --prefill N: ids (i * 7919 + 1) % vocab. --out: the last rep's prefill logits
 /// float32 [N, vocab], then the D generated tokens int32. Prints ms_per_prefill and ms_per_decode_token, or
 /// nothing value-dependent with --insn (count instructions at two rep or decode counts; setup cancels).
@@ -63,9 +65,10 @@ int main(int argc, char **argv) {
   for (long r = 0; r < reps; r++) {
     squat_rt_reset(rt);
     double t0 = now_ms();
-    if ((rc = squat_rt_forward(rt, ids, (size_t)n, logits, 1))) return fail("prefill", rc);
+    const int all = out_path != NULL;
+    if ((rc = squat_rt_forward(rt, ids, (size_t)n, all ? logits : last, all))) return fail("prefill", rc);
     double t1 = now_ms();
-    const float *row = logits + (size_t)(n - 1) * v;
+    const float *row = all ? logits + (size_t)(n - 1) * v : last;
     for (long d = 0; d < decode; d++) {
       int32_t best = 0;
       for (size_t j = 1; j < v; j++) if (row[j] > row[best]) best = (int32_t)j;

@@ -6,9 +6,10 @@ baseline), W8A8, W4A8, mixed and W4A4, at prefill P and decode.
     python -m squat.kernels.runtime_bench --model llama_58m --prefill 128 --breakdown --out DIR
     python -m squat.kernels.runtime_bench --export run/export ...     (one trained export beside its baselines)
 
-Counting: a bundle per variant is replayed by ``squat_rt_bench``; prefill = (count(2 reps) - count(1 rep)) / P
-(setup cancels), decode per token = (count(P, 2 steps) - count(P, 0 steps)) / 2, i.e. at a context of about P
-tokens. ``--breakdown`` takes the same differences of per-block profiles (``tools/insnprof.c``) and attributes
+Counting: a bundle per variant is replayed by ``squat_rt_bench``; prefill = (count(1 rep) - count(0 reps)) / P
+(loading the bundle cancels), decode per token = (count(P, 2 steps) - count(P, 0 steps)) / 2, i.e. at a context of
+about P tokens. The prefill computes the last prompt token's logits, the ones generation needs (``squat_rt_bench``
+without ``--out``); the head's cost per token shows in decode. ``--breakdown`` takes the same differences of per-block profiles (``tools/insnprof.c``) and attributes
 each block to the runtime op (``rt_*`` functions, noinline) or library function it lies in; the op totals then
 are the counts.
 """
@@ -59,7 +60,7 @@ def count(bundle: Path, cpu: str, prefill: int) -> dict:
     """Instructions per token of one bundle: {"prefill": ..., "decode": ...}."""
     exe, plugin = build("aarch64-cross") / "squat_rt_bench", build_plugin()
     one = _insns(exe, plugin, cpu, bundle, prefill, 0, 1)
-    return {"prefill": (_insns(exe, plugin, cpu, bundle, prefill, 0, 2) - one) / prefill,
+    return {"prefill": (one - _insns(exe, plugin, cpu, bundle, prefill, 0, 0)) / prefill,
             "decode": (_insns(exe, plugin, cpu, bundle, prefill, 2, 1) - one) / 2}
 
 
@@ -132,8 +133,8 @@ def op_breakdown(bundle: Path, cpu: str, prefill: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         run = lambda dec, reps: _profile_ops(exe, funcs, cpu, [str(bundle), "--prefill", str(prefill), "--decode",
                                                                 str(dec)], reps, Path(d))
-        one, two, dec = run(0, 1), run(0, 2), run(2, 1)
-    return {"prefill": {k: (two[k] - one[k]) / prefill for k in OPS},
+        load, one, dec = run(0, 0), run(0, 1), run(2, 1)
+    return {"prefill": {k: (one[k] - load[k]) / prefill for k in OPS},
             "decode": {k: (dec[k] - one[k]) / 2 for k in OPS}}
 
 
