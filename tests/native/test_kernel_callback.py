@@ -84,3 +84,15 @@ def test_a_failing_runtime_never_fails_the_run(lib, tmp_path, caplog, monkeypatc
                                  {"whole_model": {"insn": {"max": {"W4A4": None, "FP16": 3}}}}])
 def test_headline_survives_an_unexpected_whole_model_result(bad):
     assert kernel_headline({"exactness": {"ok": True}, **bad}).startswith("bit-exact PASS")
+
+
+def test_after_training_the_whole_model_table_is_the_cheap_one(monkeypatch):
+    """Prefill 32 and cortex-a76 counts; no host wall clock where SIMDe emulates the FP16 baseline and counts exist."""
+    import squat.callbacks.kernel_benchmark as kb
+
+    monkeypatch.setattr(kb, "qemu_available", lambda: True)
+    monkeypatch.setattr(kb, "host_preset", lambda: "x86-simde")
+    assert KernelBenchmark("x").whole_model_options(128) == {"prefill": 32, "cpus": ["cortex-a76"], "wall": False}
+    assert KernelBenchmark("x", insn=False).whole_model_options(16) == {"prefill": 16, "cpus": ["cortex-a76"], "wall": True}
+    monkeypatch.setattr(kb, "host_preset", lambda: "aarch64-native")
+    assert KernelBenchmark("x").whole_model_options(128)["wall"]
