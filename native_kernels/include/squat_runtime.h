@@ -9,7 +9,7 @@
 ///    residual adds, softmax. exp is the runtime's own float32 one (about 1 ulp); the FP16 baseline shares all of
 ///    these, so its ratios to the quantized variants compare like with like.
 ///  - float-input linears (o_proj by default) and the float head: dequantized / float weights on the fp32 GEMMs
-///    (fp16 would miss the student's logits by ~1e-2: the fp16 GEMMs accumulate in fp16).
+///    (on the fp16 GEMMs, which accumulate in fp16, the logits would miss the student's by far more than 1e-3).
 ///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
 ///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
 ///  - attention: q and k (after RoPE) and v quantized with their static sites to raw codes (int8); scores =
