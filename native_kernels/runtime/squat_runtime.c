@@ -632,12 +632,19 @@ static int linear(squat_rt *rt, int l, const rt_linear *lin, size_t m, const flo
   memset(&act, 0, sizeof act);
   act.low = lin->act.low;
   if (lin->act.adaptive) {
+    /* rows of one precision get that site alone, so squat_qlinear picks its kernel (a decoded 4-bit token runs the
+       W4A4 GEMV, not the 8-bit-capable one a two-site call needs); the kernels give the same bits either way */
     const uint8_t *h = l >= 0 ? choices(rt, l, &lin->act) : NULL;
+    size_t nh = m;
     if (h) {
+      nh = 0;
+      for (size_t i = 0; i < m; i++) nh += h[rt->pos + i] != 0;
+    }
+    if (nh == m) {
+      act.low = lin->act.high;
+    } else if (nh) {
       act.high = lin->act.high;
       act.high_mask = h + rt->pos;
-    } else {
-      act.low = lin->act.high;
     }
   }
   return squat_qlinear_run(lin->blob, m, x, lin->k, &act, y, lin->n, rt->work, rt->work_size);
