@@ -95,7 +95,8 @@ def test_squat_bench_export_adds_the_whole_model_table(lib, tmp_path):
     res = json.loads((tmp_path / "out" / "kernel_bench.json").read_text())
     assert "whole_model_error" not in res, res.get("whole_model_error")
     wall = res["whole_model"]["wall"]
-    assert set(wall) == {"FP16", "FP32", "W4A8"} and all(v["prefill"] > 0 and v["decode"] > 0 for v in wall.values())
+    assert set(wall) == {"FP16", "FP32", "W4A8"} and all(v["prefill"] > 0 and v["decode"] > 0 for v in wall.values() if v)
+    assert wall["W4A8"] and wall["FP32"]  # FP16 is not timed where SIMDe emulates it
     md = (tmp_path / "out" / "kernel_bench.md").read_text()
     assert "Whole model, host ms per token" in md and "| W4A8 |" in md and "| FP16 |" in md
     assert md.count("Wall clock") == 2  # the GEMM tables stay
