@@ -30,9 +30,10 @@ BASELINES = {"FP16": "fp16", "FP32": "fp32"}
 VARIANTS = {"W8A8": "w8a8", "W4A8": "w4a8", "mixed": "w4a4_8", "W4A4": "w4a4"}
 
 
-def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0) -> Path:
+def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0, o_proj_input: bool = False) -> Path:
     """The paper's shapes (``conf/model/<model>.yaml``, 16000-token vocabulary) with random weights, quantized
-    with ``conf/quant/<quant>.yaml`` (LSQ) and calibrated on random tokens, exported to ``out_dir``."""
+    with ``conf/quant/<quant>.yaml`` (LSQ) and calibrated on random tokens, exported to ``out_dir``.
+    ``o_proj_input``: quantize o_proj's input too (the public code leaves it float), so every block linear is integer."""
     from omegaconf import OmegaConf
 
     from squat.config import CONF_DIR, ModelConfig
@@ -44,7 +45,8 @@ def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     mc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(f"{CONF_DIR}/model/{model}.yaml")))
     qraw = OmegaConf.load(f"{CONF_DIR}/quant/{quant}.yaml")
-    qc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QuantConfig.schema()), qraw, {"name": quant}))
+    qc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QuantConfig.schema()), qraw, {"name": quant},
+                                             {"sites": {"o_proj_input": o_proj_input}}))
     m = build_model(mc, 16000, 0, attn_implementation="eager")
     quantize_model(m, qc, "lsq")
     calibrate(m, torch.randint(0, 16000, (2, 128)))
@@ -235,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", action="append", default=None, help="qemu CPU models (default cortex-a76 and max)")
     ap.add_argument("--only", action="append", default=None, help="restrict to these variant labels")
     ap.add_argument("--breakdown", action="store_true", help="instructions per token by op (block profiles)")
+    ap.add_argument("--quantize-o-proj", action="store_true",
+                    help="--model: quantize o_proj's input as well (labels get ' +o_proj'); the paper leaves it float")
     ap.add_argument("--no-insn", action="store_true")
     ap.add_argument("--no-wall", action="store_true")
     ap.add_argument("--out", required=True, help="work folder: exports, bundles, runtime_bench.json/.md")
@@ -246,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline_of = Path(a.export)
     else:
         labels = [k for k in VARIANTS if not a.only or k in a.only]
-        exports = {k: paper_export(a.model, VARIANTS[k], out / f"export_{k}") for k in labels}
-        baseline_of = exports[labels[-1]]
+        suffix = " +o_proj" if a.quantize_o_proj else ""
+        exports = {k + suffix: paper_export(a.model, VARIANTS[k], out / f"export_{k}", o_proj_input=a.quantize_o_proj)
+                   for k in labels}
+        baseline_of = exports[labels[-1] + suffix]
     res = measure(exports, baseline_of, out, a.prefill, a.cpu, insn=not a.no_insn, wall=not a.no_wall,
                   breakdown=a.breakdown and not a.no_insn)
     res["model"] = a.model or str(a.export)
