@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reruns every number in docs/results.md (after scripts/setup.sh). Sections can be run alone:
-#   bash scripts/results.sh builtin|babylm_teacher|babylm_ablation|token_rule|step_cost|qat_recipe|kernels
+#   bash scripts/results.sh builtin|babylm_teacher|babylm_ablation|token_rule|step_cost|qat_recipe|kernels|runtime
 # Each writes under outputs/docs/ and prints the table that docs/results.md quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,4 +76,23 @@ fi
 if [[ $what == all || $what == kernels ]]; then
   # Instruction counts under qemu (cortex-a76, max) and host wall clock with torch peers, LLaMA-58M shapes.
   $B/squat-bench --llama58m -M 128 -M 1 --reps 3 --out outputs/docs/kernels
+fi
+
+if [[ $what == all || $what == runtime ]]; then
+  # The integer runtime (docs/kernels.md, issue 11). Table IV: whole-model instructions per token against the
+  # runtime's FP16 baseline, paper shapes with random weights, with a per-op breakdown; the same with o_proj's input
+  # quantized; host tokens/s beside torch FP32 eager and int8-dynamic.
+  for m in llama_58m gpt2_97m; do
+    $B/python -m squat.kernels.runtime_bench --model $m --prefill 128 --cpu cortex-a76 --cpu max --breakdown \
+      --out outputs/docs/runtime_$m
+  done
+  $B/python -m squat.kernels.runtime_bench --model llama_58m --prefill 128 --only W4A4 --only mixed --quantize-o-proj \
+    --cpu cortex-a76 --cpu max --no-wall --breakdown --out outputs/docs/runtime_llama_58m_oproj
+  $B/python -m squat.kernels.peers --model llama_58m --model gpt2_97m --reps 7 --out outputs/docs/peers
+  # Equivalence on trained BabyLM students: Squat W8A8, W4A8, W4 A4:8, W4A4, 150 QAT steps from the reproduction's
+  # teacher (python scripts/reproduce.py makes it), then the runtime against each fake-quant student on dev text.
+  $B/squat-train -m experiment=repro_qat hydra.sweep.dir=outputs/docs/runtime_students \
+    stage.teacher=outputs/repro/teacher/model quant=w8a8,w4a8,w4a4_8,w4a4 method=squat trainer.max_steps=150 \
+    trainer.val_check_interval=150 callbacks.final_eval=null logger=csv torch_threads=1
+  $B/python scripts/runtime_check.py outputs/docs/runtime_students/*/ --dev ../shared/data/babylm_dev_partial
 fi
