@@ -4,7 +4,8 @@ For each QAT run folder (``<run>/model`` is the fake-quant student, ``<run>/expo
   1. every integer GEMM and the fused quantized linear equal the Python integer reference on the export's own
      weights and sites, fed the student's real inputs of every linear (``squat.kernels.bench.check_exactness``);
   2. logits of ``--seqs`` dev sequences of ``--seq-len`` tokens through the runtime against the fake-quant model:
-     max |diff| / max |logit| per sequence (the contract: < 1e-3), and each layer's token choices equal;
+     max |diff| / max |logit| per sequence (the contract: < 1e-3), the share of positions within 1e-3, argmax
+     agreement, each side's mean next-token NLL on the same text, and each layer's token choices equal;
   3. greedy generation of ``--steps`` tokens from ``--prompts`` dev prompts: the runtime (KV cache) against the
      model's ``generate()``, token for token.
 
@@ -60,12 +61,18 @@ def check(run: Path, dev: Path, seqs: int, seq_len: int, prompts: int, prompt_to
     exact = check_exactness(load(), export, acts, float(tp.get("ratio") or 0.5))
 
     rt = IntegerRuntime(export, max_seq=max(seq_len, prompt_tokens + steps))
-    worst, choices_equal = 0.0, True
+    worst, choices_equal, close, agree, nll_rt, nll_fq = 0.0, True, [], [], [], []
     for seq in val:
         with torch.no_grad():
             ref = model(seq[None]).logits[0].numpy()
         got = rt.logits(seq)
-        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+        per_pos = np.abs(got - ref).max(-1) / np.abs(ref).max()
+        worst = max(worst, float(per_pos.max()))
+        close.append(per_pos < 1e-3)
+        agree.append(got.argmax(-1) == ref.argmax(-1))
+        for side, out in ((nll_rt, got), (nll_fq, ref)):
+            lp = torch.log_softmax(torch.from_numpy(out[:-1]).double(), -1)
+            side.append(-lp.gather(1, seq[1:, None]).mean().item())
         state = model.squat_quant.state
         if state is not None:
             choices_equal &= all(np.array_equal(rt.high_flags(l), h[0].numpy()) for l, h in state.high.items())
@@ -80,7 +87,10 @@ def check(run: Path, dev: Path, seqs: int, seq_len: int, prompts: int, prompt_to
         same += rt.generate(p, steps) == want
         distinct.update(want)
     return {"run": str(run), "quant": policy.get("name"), "gemms_checked": exact["checked"],
-            "gemm_failures": exact["failures"], "logits_rel_diff_max": worst, "token_choices_equal": choices_equal,
+            "gemm_failures": exact["failures"], "logits_rel_diff_max": worst,
+            "positions_within_1e-3": float(np.mean(close)), "argmax_agreement": float(np.mean(agree)),
+            "nll_runtime": float(np.mean(nll_rt)), "nll_fake_quant": float(np.mean(nll_fq)),
+            "token_choices_equal": choices_equal,
             "generations_identical": same, "prompts": prompts, "distinct_generated_tokens": len(distinct),
             "ok": exact["ok"] and worst < 1e-3 and choices_equal and same == prompts}
 
@@ -103,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         r = check(run, a.dev, a.seqs, a.seq_len, a.prompts, a.prompt_tokens, a.steps)
         print(json.dumps(r), flush=True)
         rows.append(r)
-    print("\n| run | quant | integer GEMMs equal to the reference | logits max rel. diff | token choices equal "
-          "| greedy generations identical |\n|---|---|---:|---:|---|---:|")
+    print("\n| run | quant | integer GEMMs equal to the reference | logits max rel. diff | positions within 1e-3 "
+          "| argmax agreement | NLL runtime / fake-quant | token choices equal | greedy generations identical |\n"
+          "|---|---|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r['run']} | {r['quant']} | {r['gemms_checked'] - len(r['gemm_failures'])}/{r['gemms_checked']} | "
-              f"{r['logits_rel_diff_max']:.1e} | {r['token_choices_equal']} | {r['generations_identical']}/{r['prompts']} |")
+              f"{r['logits_rel_diff_max']:.1e} | {r['positions_within_1e-3']:.3f} | {r['argmax_agreement']:.3f} | "
+              f"{r['nll_runtime']:.4f} / {r['nll_fake_quant']:.4f} | {r['token_choices_equal']} | "
+              f"{r['generations_identical']}/{r['prompts']} |")
     return 0 if all(r["ok"] for r in rows) else 1
 
 
