@@ -35,8 +35,11 @@ def sentence_logprobs(model, tokenizer, sentences: list[str], batch_size: int = 
     return torch.cat(out)
 
 
-def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 64) -> dict[str, float]:
-    """Each line scored on its own (after EOS, no other context): bits per UTF-8 byte and per-token ppl."""
+def line_bits_per_byte(model, tokenizer, lines: list[str], batch_size: int = 8) -> dict[str, float]:
+    """Each line scored on its own (after EOS, no other context): bits per UTF-8 byte and per-token ppl. Batches
+    of 8: a batch is padded to its longest line, so paragraph-long lines in 64-line batches cost a quantized
+    student memory by the tens of GB (an OOM kill after training, 2026-12-07); scores do not depend on the batch
+    (tests/test_qat_pipeline.py)."""
     lines = [l.rstrip("\n") for l in lines if l.strip()]
     nll = -float(sentence_logprobs(model, tokenizer, lines, batch_size).sum())
     n_tok = sum(len(tokenizer(l, add_special_tokens=False)["input_ids"]) for l in lines)
