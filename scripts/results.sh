@@ -81,13 +81,13 @@ fi
 if [[ $what == all || $what == runtime ]]; then
   # The integer runtime (docs/kernels.md, issue 11). Table IV: whole-model instructions per token against the
   # runtime's FP16 baseline, paper shapes with random weights, with a per-op breakdown; the same with o_proj's input
-  # quantized; host tokens/s beside torch FP32 eager and int8-dynamic.
+  # float (the public code's placement); host tokens/s beside torch FP32 eager and int8-dynamic.
   for m in llama_58m gpt2_97m; do
     $B/python -m squat.kernels.runtime_bench --model $m --prefill 128 --cpu cortex-a76 --cpu max --breakdown \
       --out outputs/docs/runtime_$m
   done
-  $B/python -m squat.kernels.runtime_bench --model llama_58m --prefill 128 --only W4A4 --only mixed --quantize-o-proj \
-    --cpu cortex-a76 --cpu max --no-wall --breakdown --out outputs/docs/runtime_llama_58m_oproj
+  $B/python -m squat.kernels.runtime_bench --model llama_58m --prefill 128 --only W4A4 --only mixed --float-o-proj \
+    --cpu cortex-a76 --cpu max --no-wall --breakdown --out outputs/docs/runtime_llama_58m_float_oproj
   $B/python -m squat.kernels.peers --model llama_58m --model gpt2_97m --reps 7 --out outputs/docs/peers
   # Equivalence on trained BabyLM students: Squat W8A8, W4A8, W4 A4:8, W4A4, 150 QAT steps from the reproduction's
   # teacher (python scripts/reproduce.py makes it), then the runtime against each fake-quant student on dev text.

@@ -509,12 +509,11 @@ def whole_model(exports: dict[str, Path], baseline_of: Path, work: str | Path, p
 
 def paper_whole_model(model: str, work: str | Path, prefill: int = 128, insn: bool = True, wall: bool = True) -> dict:
     """:func:`whole_model` of every variant of the paper's ``model`` (``llama_58m``, ``gpt2_97m``) with random
-    weights; the baselines come from the W4A4 export (same float weights: one seed)."""
-    from squat.kernels.runtime_bench import VARIANTS, paper_export
+    weights (:func:`squat.kernels.runtime_bench.paper_exports`)."""
+    from squat.kernels.runtime_bench import paper_exports
 
-    work = Path(work)
-    exports = {label: paper_export(model, quant, work / f"{model}_{label}") for label, quant in VARIANTS.items()}
-    return whole_model(exports, exports["W4A4"], work, prefill, insn, wall)
+    exports, baseline_of = paper_exports(model, Path(work))
+    return whole_model(exports, baseline_of, work, prefill, insn, wall)
 
 
 def _with_whole_model(res: dict, run) -> dict:

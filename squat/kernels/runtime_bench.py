@@ -30,10 +30,10 @@ BASELINES = {"FP16": "fp16", "FP32": "fp32"}
 VARIANTS = {"W8A8": "w8a8", "W4A8": "w4a8", "mixed": "w4a4_8", "W4A4": "w4a4"}
 
 
-def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0, o_proj_input: bool = False) -> Path:
+def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0, float_o_proj: bool = False) -> Path:
     """The paper's shapes (``conf/model/<model>.yaml``, 16000-token vocabulary) with random weights, quantized
     with ``conf/quant/<quant>.yaml`` (LSQ) and calibrated on random tokens, exported to ``out_dir``.
-    ``o_proj_input``: quantize o_proj's input too (the public code leaves it float), so every block linear is integer."""
+    ``float_o_proj``: leave o_proj's input float, as the paper's public code does (``quant.sites.o_proj_input=false``)."""
     from omegaconf import OmegaConf
 
     from squat.config import CONF_DIR, ModelConfig
@@ -46,12 +46,26 @@ def paper_export(model: str, quant: str, out_dir: Path, seed: int = 0, o_proj_in
     mc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(f"{CONF_DIR}/model/{model}.yaml")))
     qraw = OmegaConf.load(f"{CONF_DIR}/quant/{quant}.yaml")
     qc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QuantConfig.schema()), qraw, {"name": quant},
-                                             {"sites": {"o_proj_input": o_proj_input}}))
+                                             {"sites": {"o_proj_input": not float_o_proj}}))
     m = build_model(mc, 16000, 0, attn_implementation="eager")
     quantize_model(m, qc, "lsq")
     calibrate(m, torch.randint(0, 16000, (2, 128)))
     export_model(m.eval(), out_dir)
     return out_dir
+
+
+def paper_exports(model: str, work: Path, only: list[str] | None = None, float_o_proj: bool = False
+                  ) -> tuple[dict[str, Path], Path]:
+    """Exports of every Table IV variant (or ``only`` these labels) of the paper's ``model``, and the one the float
+    baselines are taken from (the last: the same float weights in all, one seed). Labels get ' float o_proj' with
+    ``float_o_proj``."""
+    labels = [k for k in VARIANTS if not only or k in only]
+    if not labels:
+        raise ValueError(f"no variant among {only}; choose from {', '.join(VARIANTS)}")
+    suffix = " float o_proj" if float_o_proj else ""
+    exports = {k + suffix: paper_export(model, VARIANTS[k], Path(work) / f"{model}_{k}", float_o_proj=float_o_proj)
+               for k in labels}
+    return exports, exports[labels[-1] + suffix]
 
 
 def _insns(exe: Path, plugin: Path, cpu: str, bundle: Path, prefill: int, decode: int, reps: int) -> int:
@@ -237,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", action="append", default=None, help="qemu CPU models (default cortex-a76 and max)")
     ap.add_argument("--only", action="append", default=None, help="restrict to these variant labels")
     ap.add_argument("--breakdown", action="store_true", help="instructions per token by op (block profiles)")
-    ap.add_argument("--quantize-o-proj", action="store_true",
-                    help="--model: quantize o_proj's input as well (labels get ' +o_proj'); the paper leaves it float")
+    ap.add_argument("--float-o-proj", action="store_true",
+                    help="--model: leave o_proj's input float, as the paper's public code does (labels get ' float o_proj')")
     ap.add_argument("--no-insn", action="store_true")
     ap.add_argument("--no-wall", action="store_true")
     ap.add_argument("--out", required=True, help="work folder: exports, bundles, runtime_bench.json/.md")
@@ -249,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         exports = {"export": Path(a.export)}
         baseline_of = Path(a.export)
     else:
-        labels = [k for k in VARIANTS if not a.only or k in a.only]
-        suffix = " +o_proj" if a.quantize_o_proj else ""
-        exports = {k + suffix: paper_export(a.model, VARIANTS[k], out / f"export_{k}", o_proj_input=a.quantize_o_proj)
-                   for k in labels}
-        baseline_of = exports[labels[-1] + suffix]
+        exports, baseline_of = paper_exports(a.model, out, a.only, a.float_o_proj)
     res = measure(exports, baseline_of, out, a.prefill, a.cpu, insn=not a.no_insn, wall=not a.no_wall,
                   breakdown=a.breakdown and not a.no_insn)
     res["model"] = a.model or str(a.export)

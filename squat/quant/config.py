@@ -118,7 +118,10 @@ class SitesConfig:
     k: bool = True
     v: bool = True
     probs: bool = True  # softmax probabilities, always unsigned
-    o_proj_input: bool = False  # public code leaves it in float
+    # The public code leaves it float; quantized, every block linear is integer and the integer runtime reproduces
+    # the fake-quant student's bits (a float o_proj's fp32 sums differ in order on the two sides, and a last-bit
+    # difference can flip a later activation code that the KV cache then keeps: docs/kernels.md).
+    o_proj_input: bool = True
     mlp_input: bool = True  # input of gate/up (GPT-2: c_fc)
     mlp_down_input: bool = True  # act(gate) * up before down_proj (GPT-2: mlp.c_proj input)
     lm_head: bool = False  # weight and input of the output projection

@@ -18,8 +18,9 @@ from tests.conftest import TINY, compose_cfg
 DATA = [o for o in TINY if o.startswith("data.")]
 # family:quant, quantized from the trained teacher and calibrated, plus a W4 A4:8 student after QAT (its thresholds
 # tracked in training, the paper's method).
-STUDENTS = ["llama:w8a8", "llama:w4a8", "llama:w4a4_8", "llama:w4a4", "llama:w4a4_8-qat",
+STUDENTS = ["llama:w8a8", "llama:w4a8", "llama:w4a4_8", "llama:w4a4", "llama:w4a4_8-qat", "llama:w4a8-float_o",
             "gpt2:w8a8", "gpt2:w4a4_8", "gpt2:w4a4"]
+FLOAT_O = ["quant.sites.o_proj_input=false"]  # the public code's placement: o_proj runs on the runtime's fp32 GEMM
 GEN_TOKENS, GEN_PROMPTS = 32, 20
 
 
@@ -63,15 +64,16 @@ def student(request, teachers, text, lib, tmp_path_factory):
     from squat.train import run
 
     family, _, rest = request.param.partition(":")
-    quant, _, qat = rest.partition("-")
+    quant, _, opt = rest.partition("-")
+    qat, sites = opt == "qat", FLOAT_O if opt == "float_o" else []
     teacher = teachers(family)
     tmp = tmp_path_factory.mktemp(f"rt_{family}_{rest}")
     if qat:
         run(compose_cfg(TINY + [f"model=tiny_{family}", "stage=qat", f"stage.teacher={teacher}", f"quant={quant}", "method=squat",
-                                "trainer.max_steps=12", "trainer.val_check_interval=12"], tmp))
+                                "trainer.max_steps=12", "trainer.val_check_interval=12"] + sites, tmp))
         model = load_quantized(tmp / "model")
     else:
-        rc = to_typed(compose_cfg(DATA + [f"quant={quant}", "stage=qat", f"stage.teacher={teacher}"], tmp))
+        rc = to_typed(compose_cfg(DATA + [f"quant={quant}", "stage=qat", f"stage.teacher={teacher}"] + sites, tmp))
         model = load_model(str(teacher), attn_implementation="eager")
         quantize_model(model, rc.quant, "lsq")
         calibrate(model, text[0])

@@ -77,7 +77,7 @@ def test_llama_sites_match_the_spec():
     assert a.q_proj.act_quant is a.k_proj.act_quant is a.v_proj.act_quant  # one quantized attention input
     assert layer.mlp.gate_proj.act_quant is layer.mlp.up_proj.act_quant
     assert layer.mlp.down_proj.act_quant is not layer.mlp.up_proj.act_quant
-    assert isinstance(a.o_proj.act_quant, torch.nn.Identity)  # o_proj input stays float
+    assert a.o_proj.act_quant is not a.q_proj.act_quant and a.o_proj.act_quant.bits == 4  # o_proj's own input site
     assert a.o_proj.weight_quant.bits == 4
     aq = a.attn_quant
     assert isinstance(aq, AttentionQuantizers) and aq.q.bits == aq.k.bits == aq.v.bits == 4
