@@ -2,7 +2,7 @@
 /// One include for NEON intrinsics on every target.
 /// - Real aarch64: <arm_neon.h>.
 /// - x86 (preset x86-simde, SQUAT_SIMDE defined): SIMDe with native aliases, plus scalar
-///   fallbacks for the few intrinsics SIMDe 0.7.x lacks (smmla, fp16 fma, fcvtas, fcvtns, fdiv, smlal2-by-lane),
+///   fallbacks for the few intrinsics SIMDe 0.7.x lacks (smmla, fp16 fma, fcvtas, fcvtns, fdiv (f32 and f64), smlal2-by-lane),
 ///   and faster ones for sdot, whose SIMDe fallback is a scalar loop. Every fallback is bit-exact with the
 ///   instruction it stands for.
 #ifndef SQUAT_NEON_H
@@ -50,6 +50,11 @@ static inline float32x4_t sq_compat_vdivq_f32(float32x4_t a, float32x4_t b) {
   return vld1q_f32(x);
 }
 #define vdivq_f32(a, b) sq_compat_vdivq_f32((a), (b))
+static inline float64x2_t sq_compat_vdivq_f64(float64x2_t a, float64x2_t b) {
+  return vsetq_lane_f64(vgetq_lane_f64(a, 1) / vgetq_lane_f64(b, 1),
+                        vdupq_n_f64(vgetq_lane_f64(a, 0) / vgetq_lane_f64(b, 0)), 1);
+}
+#define vdivq_f64(a, b) sq_compat_vdivq_f64((a), (b))
 
 /* smlal2 by lane: acc + widen(high4(a)) * v[lane] */
 #define vmlal_high_laneq_s16(acc, a, v, lane) vmlal_laneq_s16((acc), vget_high_s16(a), (v), (lane))

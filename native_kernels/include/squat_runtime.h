@@ -2,21 +2,29 @@
 /// Integer runtime of an exported LLaMA or GPT-2 student (squat-int/2, squat/export.py): the whole forward in C,
 /// every quantized linear through squat_qlinear_run, with a KV cache for decoding.
 ///
-/// Arithmetic, in the order the Python student (squat.quant, eval mode) does it:
-///  - float parts in FP32, vectorized (four-lane float32 sums): embeddings (+ learned positions, GPT-2),
-///    RMSNorm (LLaMA) or LayerNorm (GPT-2), RoPE (x * cos + rotate_half(x) * sin with tables handed in by the
-///    caller, so every RoPE variant of the HF config is the config's own), SiLU gate (LLaMA) or tanh GELU (GPT-2),
-///    residual adds, softmax. exp is the runtime's own float32 one (about 1 ulp); the FP16 baseline shares all of
-///    these, so its ratios to the quantized variants compare like with like.
-///  - float-input linears (o_proj by default) and the float head: dequantized / float weights on the fp32 GEMMs
-///    (on the fp16 GEMMs, which accumulate in fp16, the logits would miss the student's by far more than 1e-3).
+/// Arithmetic, op for op what the Python student (squat.quant, eval mode) computes, so every activation code is
+/// the student's:
+///  - elementwise float parts in FP32: embeddings (+ learned positions, GPT-2), RoPE (x * cos + rotate_half(x) *
+///    sin with tables handed in by the caller, so every RoPE variant of the HF config is the config's own),
+///    residual adds, the product act(gate) * up.
+///  - reductions and exp in float64, rounded once to float32 (squat/quant/exact_ops.py on the student's side):
+///    RMSNorm / LayerNorm statistics and scaling, SiLU (LLaMA) or tanh GELU (GPT-2), softmax. A float32 sum in
+///    another order than torch's, or another float32 exp, moves a result by an ulp, and now and then a code
+///    across a rounding boundary, which a KV cache then keeps (docs/kernels.md). The float baselines do these in
+///    vectorized float32 (four-lane sums, the runtime's own float32 exp, about 1 ulp): what an edge runtime
+///    without the equivalence contract would run.
+///  - float-input linears (o_proj with quant.sites.o_proj_input=false, the public code's placement) and the float
+///    head: dequantized / float weights on the fp32 GEMMs (on the fp16 GEMMs, which accumulate in fp16, the
+///    logits would miss the student's by far more than 1e-3). Their sums run in another order than the student's,
+///    so a float o_proj can flip a later code: only an all-integer block reproduces the student's bits.
 ///  - quantized linears: squat_qlinear_run with the export's sites (static or dynamic per token; a
 ///    token-adaptive site quantizes each row with its high or low twin from the layer's token choice).
 ///  - attention: q and k (after RoPE) and v quantized with their static sites to raw codes (int8); scores =
-///    sum_d (q - zq)(k - zk) as sdot sums of the codes with zero-point corrections, times (s_q * s_k) and the
-///    scaling in float32; softmax in float32; the probabilities quantized to the probs site (8-bit unsigned,
-///    step 1/255); probs @ v as sdot sums per value scale group (high and low tokens of a token-adaptive v) over
-///    a value cache in blocks of four keys, rescaled by s_probs * s_v in float32.
+///    sum_d (q - zq)(k - zk) as sdot sums of the codes with zero-point corrections, fp32(acc) * fp32(s_q * s_k)
+///    times the scaling in float32; softmax in float64 (above); the probabilities quantized to the probs site
+///    (8-bit unsigned, step 1/255); probs @ v as sdot sums per value scale group (high and low tokens of a
+///    token-adaptive v) over a value cache in blocks of four keys, fp32(acc) * fp32(s_probs * s_v) per group in
+///    float32, the groups added.
 ///  - config.float16 (the FP16 baseline, with four float attention sites): every linear on the library's FP16
 ///    GEMM (8x16 tile at M > 1, the 1x16 GEMV at M = 1; fp16 weights, fp16 in and out, fp16 accumulation),
 ///    scores and probs @ v in fp16 (keys cached transposed in blocks of eight, fmla by element), the float parts

@@ -43,9 +43,11 @@ struct squat_rt {
   rt_linear head;
   float *embed, *norm, *norm_b, *rope_cos, *rope_sin, *pos_embed;
   int ready;
+  int exact;  /* a quantized student (not a float baseline): norms, SiLU / GELU and softmax in float64 (below) */
   size_t pos;
   /* per-call buffers, sized for max_seq rows */
   float *x, *xn, *tmp, *qkv, *qb, *kb, *vb, *attn, *g, *u, *scores, *probs;
+  double *e64;                  /* one row's float64 exponentials (rt_softmax64) */
   int8_t *qq, *pq, *pg, *vrow;  /* query codes [max_seq, qd]; one row's probability codes and a group's copy; a value row */
   int32_t *acc_h, *acc_l, *qsum; /* probs @ v sums of one head per value group; a query row's code sums per head */
   size_t s_pad, vt_head, kh_head; /* max_seq rounded up to 16; elements of one kv head's vt / kh */
@@ -126,7 +128,7 @@ void squat_rt_destroy(squat_rt *rt) {
   free_linear(&rt->head);
   free(rt->embed); free(rt->norm); free(rt->norm_b); free(rt->rope_cos); free(rt->rope_sin); free(rt->pos_embed);
   free(rt->x); free(rt->xn); free(rt->tmp); free(rt->qkv); free(rt->qb); free(rt->kb); free(rt->vb); free(rt->attn);
-  free(rt->g); free(rt->u); free(rt->scores); free(rt->probs); free(rt->qq); free(rt->pq); free(rt->pg); free(rt->vrow);
+  free(rt->g); free(rt->u); free(rt->scores); free(rt->probs); free(rt->e64); free(rt->qq); free(rt->pq); free(rt->pg); free(rt->vrow);
   free(rt->acc_h); free(rt->acc_l); free(rt->qsum); free(rt->xh); free(rt->yh); free(rt->ph); free(rt->work); free(rt->flhs);
   free(rt);
 }
@@ -285,6 +287,11 @@ int squat_rt_ready(squat_rt *rt) {
       (gpt2 ? !rt->pos_embed || !rt->norm_b : !rt->rope_cos || !rt->rope_sin))
     return SQUAT_RT_E_MISSING;
   const size_t sp = rt->s_pad = (s + 15) & ~(size_t)15, D = (size_t)c->head_dim, nkv = (size_t)c->n_kv_heads;
+  rt->exact = 0; /* a float baseline has float linears and float attention only */
+  for (int i = 0; i < c->n_layers; i++) {
+    rt->exact |= !rt->layers[i].float_attn;
+    for (int j = 0; j < N_SLOTS; j++) rt->exact |= rt->layers[i].lin[j].blob != NULL;
+  }
   rt->vt_head = rt->kh_head = sp * D;
   size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0, fk = h, fn = (size_t)c->vocab;
   for (int i = 0; i < c->n_layers; i++) {
@@ -319,7 +326,7 @@ int squat_rt_ready(squat_rt *rt) {
   ALLOC(rt->x, s * h); ALLOC(rt->xn, s * h); ALLOC(rt->tmp, s * h);
   ALLOC(rt->qkv, s * (qd + 2 * kvd)); ALLOC(rt->qb, s * qd); ALLOC(rt->kb, s * kvd); ALLOC(rt->vb, s * kvd); ALLOC(rt->attn, s * qd);
   ALLOC(rt->g, s * im); ALLOC(rt->u, s * im);
-  ALLOC(rt->scores, (size_t)c->n_heads * sp); ALLOC(rt->probs, (size_t)c->n_heads * sp);
+  ALLOC(rt->scores, (size_t)c->n_heads * sp); ALLOC(rt->probs, (size_t)c->n_heads * sp); ALLOC(rt->e64, sp);
   ALLOC(rt->qq, s * qd); ALLOC(rt->pq, sp + 16); ALLOC(rt->pg, sp + 16); ALLOC(rt->vrow, kvd);
   ALLOC(rt->acc_h, D); ALLOC(rt->acc_l, D); ALLOC(rt->qsum, c->n_heads);
   if (c->float16) {
@@ -406,6 +413,44 @@ static inline float sexp(float x) {
   return x < EXP_LO ? 0.0f : x > EXP_HI ? INFINITY : p;
 }
 
+/* exp(x) in float64 for the float64 twins below (a few ulp): the same reduction, the Taylor series to r^13
+   (truncation below 5e-18), x < -708 gives 0 and x > 709 +inf. Only its float32 rounding is used, which equals
+   torch's unless the value lies within a few float64 ulps of a float32 rounding boundary (about 1e-8). */
+#define EXP64_LO -708.0
+#define EXP64_HI 709.0
+static const double kLog2e64 = 1.4426950408889634, kLn2Hi64 = 6.93147180369123816490e-01,
+                    kLn2Lo64 = 1.90821492927058770002e-10;
+static const double kExpC64[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
+                                   1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
+                                   1.0 / 6227020800.0};
+
+static inline float64x2_t vexp64(float64x2_t x) {
+  const float64x2_t xc = vminq_f64(vmaxq_f64(x, vdupq_n_f64(EXP64_LO)), vdupq_n_f64(EXP64_HI));
+  const float64x2_t n = vrndnq_f64(vmulq_f64(xc, vdupq_n_f64(kLog2e64)));
+  const float64x2_t r = vsubq_f64(vsubq_f64(xc, vmulq_f64(n, vdupq_n_f64(kLn2Hi64))), vmulq_f64(n, vdupq_n_f64(kLn2Lo64)));
+  float64x2_t p = vdupq_n_f64(kExpC64[13]);
+  for (int i = 12; i >= 0; i--) p = vaddq_f64(vmulq_f64(p, r), vdupq_n_f64(kExpC64[i]));
+  const int64x2_t e = vshlq_n_s64(vcvtq_s64_f64(n), 52);
+  float64x2_t y = vreinterpretq_f64_s64(vaddq_s64(vreinterpretq_s64_f64(p), e));
+  y = vbslq_f64(vcltq_f64(x, vdupq_n_f64(EXP64_LO)), vdupq_n_f64(0.0), y);
+  return vbslq_f64(vcgtq_f64(x, vdupq_n_f64(EXP64_HI)), vdupq_n_f64(INFINITY), y);
+}
+
+static inline double sexp64(double x) {
+  const double xc = x < EXP64_LO ? EXP64_LO : x > EXP64_HI ? EXP64_HI : x;
+  const double n = rint(xc * kLog2e64);
+  const double r = (xc - n * kLn2Hi64) - n * kLn2Lo64;
+  double p = kExpC64[13];
+  for (int i = 12; i >= 0; i--) p = p * r + kExpC64[i];
+  int64_t b;
+  memcpy(&b, &p, 8);
+  b += (int64_t)n * ((int64_t)1 << 52);
+  memcpy(&p, &b, 8);
+  return x < EXP64_LO ? 0.0 : x > EXP64_HI ? INFINITY : p;
+}
+
+static inline float64x2_t vld2_f32_f64(const float *p) { return vcvt_f64_f32(vld1_f32(p)); }
+
 /* ---- float parts shared by every variant ---- */
 RT_OP void rt_embed(const squat_rt *rt, const int32_t *ids, size_t n, float *x) {
   const size_t h = (size_t)rt->c.hidden;
@@ -481,9 +526,107 @@ RT_OP void rt_layernorm(int ref, size_t m, size_t h, const float *x, const float
   }
 }
 
+/* ---- float64 twins of the quantized student (squat/quant/exact_ops.py) ----
+   A quantized student rounds its activation codes from these ops' results, so they must be the same bits in C
+   and in torch: reductions and exp run in float64 and round once to float32, which no summation order or exp
+   implementation changes (short of a tie); the elementwise float32 products stay as HF writes them. The norms
+   are scalar (each its own reference); the exp users run two float64 lanes with a scalar twin. */
+
+/* w * fp32(x / sqrt(mean(x^2) + eps)) */
+RT_OP void rt_rmsnorm64(size_t m, size_t h, const float *x, const float *w, float eps, float *y) {
+  for (size_t i = 0; i < m; i++) {
+    const float *xr = x + i * h;
+    double ss = 0.0;
+    for (size_t j = 0; j < h; j++) ss += (double)xr[j] * (double)xr[j];
+    const double r = 1.0 / sqrt(ss / (double)h + (double)eps);
+    for (size_t j = 0; j < h; j++) y[i * h + j] = w[j] * (float)((double)xr[j] * r);
+  }
+}
+
+/* fp32((x - mean) / sqrt(var + eps)) * w + b, biased variance */
+RT_OP void rt_layernorm64(size_t m, size_t h, const float *x, const float *w, const float *b, float eps, float *y) {
+  for (size_t i = 0; i < m; i++) {
+    const float *xr = x + i * h;
+    double sum = 0.0, ss = 0.0;
+    for (size_t j = 0; j < h; j++) sum += (double)xr[j];
+    const double mean = sum / (double)h;
+    for (size_t j = 0; j < h; j++) ss += ((double)xr[j] - mean) * ((double)xr[j] - mean);
+    const double r = 1.0 / sqrt(ss / (double)h + (double)eps);
+    for (size_t j = 0; j < h; j++) y[i * h + j] = (float)(((double)xr[j] - mean) * r) * w[j] + b[j];
+  }
+}
+
+/* g = fp32(g / (1 + exp(-g))) * u */
+RT_OP void rt_silu_mul64(int ref, size_t n, float *g, const float *u) {
+  size_t t = 0;
+  if (!ref)
+    for (; t + 2 <= n; t += 2) {
+      const float64x2_t x = vld2_f32_f64(g + t);
+      const float32x2_t s = vcvt_f32_f64(vdivq_f64(x, vaddq_f64(vdupq_n_f64(1.0), vexp64(vnegq_f64(x)))));
+      vst1_f32(g + t, vmul_f32(s, vld1_f32(u + t)));
+    }
+  for (; t < n; t++) {
+    const double x = (double)g[t];
+    g[t] = (float)(x / (1.0 + sexp64(-x))) * u[t];
+  }
+}
+
+/* gelu_new: fp32(0.5 x (2 - 2 / (exp(2y) + 1))), y = sqrt(2 / pi) (x + 0.044715 x^3) */
+RT_OP void rt_gelu64(int ref, size_t n, float *g) {
+  size_t t = 0;
+  if (!ref)
+    for (; t + 2 <= n; t += 2) {
+      const float64x2_t x = vld2_f32_f64(g + t);
+      const float64x2_t y = vmulq_f64(vdupq_n_f64(0.7978845608028654),
+                                      vaddq_f64(x, vmulq_f64(vdupq_n_f64(0.044715), vmulq_f64(vmulq_f64(x, x), x))));
+      const float64x2_t e = vexp64(vmulq_f64(vdupq_n_f64(2.0), y));
+      const float64x2_t v = vmulq_f64(vmulq_f64(vdupq_n_f64(0.5), x),
+                                      vsubq_f64(vdupq_n_f64(2.0), vdivq_f64(vdupq_n_f64(2.0), vaddq_f64(e, vdupq_n_f64(1.0)))));
+      vst1_f32(g + t, vcvt_f32_f64(v));
+    }
+  for (; t < n; t++) {
+    const double x = (double)g[t], y = 0.7978845608028654 * (x + 0.044715 * (x * x * x));
+    g[t] = (float)(0.5 * x * (2.0 - 2.0 / (sexp64(2.0 * y) + 1.0)));
+  }
+}
+
+/* fp32(exp(s - max) / sum), the sum in two lanes (even and odd keys) */
+RT_OP void rt_softmax64(int ref, size_t S, const float *sc, float *pr, double *e) {
+  float mx = -INFINITY;
+  for (size_t j = 0; j < S; j++) mx = sc[j] > mx ? sc[j] : mx;
+  const size_t S2 = S & ~(size_t)1;
+  double sum;
+  size_t j = 0;
+  if (ref) {
+    double a[2] = {0.0, 0.0};
+    for (; j < S2; j++) a[j % 2] += (e[j] = sexp64((double)sc[j] - (double)mx));
+    sum = a[0] + a[1];
+  } else {
+    float64x2_t a = vdupq_n_f64(0.0);
+    const float64x2_t m = vdupq_n_f64((double)mx);
+    for (; j < S2; j += 2) {
+      const float64x2_t v = vexp64(vsubq_f64(vld2_f32_f64(sc + j), m));
+      vst1q_f64(e + j, v);
+      a = vaddq_f64(a, v);
+    }
+    sum = vgetq_lane_f64(a, 0) + vgetq_lane_f64(a, 1);
+  }
+  for (; j < S; j++) sum += (e[j] = sexp64((double)sc[j] - (double)mx));
+  j = 0;
+  if (!ref)
+    for (; j < S2; j += 2) vst1_f32(pr + j, vcvt_f32_f64(vdivq_f64(vld1q_f64(e + j), vdupq_n_f64(sum))));
+  for (; j < S; j++) pr[j] = (float)(e[j] / sum);
+}
+
 static void norm(const squat_rt *rt, size_t m, const float *x, const float *w, const float *b, float *y) {
-  if (rt->c.arch == SQUAT_RT_GPT2) rt_layernorm(rt->c.reference, m, (size_t)rt->c.hidden, x, w, b, rt->c.norm_eps, y);
-  else rt_rmsnorm(rt->c.reference, m, (size_t)rt->c.hidden, x, w, rt->c.norm_eps, y);
+  const size_t h = (size_t)rt->c.hidden;
+  if (rt->c.arch == SQUAT_RT_GPT2) {
+    if (rt->exact) rt_layernorm64(m, h, x, w, b, rt->c.norm_eps, y);
+    else rt_layernorm(rt->c.reference, m, h, x, w, b, rt->c.norm_eps, y);
+  } else {
+    if (rt->exact) rt_rmsnorm64(m, h, x, w, rt->c.norm_eps, y);
+    else rt_rmsnorm(rt->c.reference, m, h, x, w, rt->c.norm_eps, y);
+  }
 }
 
 /* x * cos + rotate_half(x) * sin for each head of one row, rotate_half(x) = (-x2, x1). */
@@ -848,7 +991,7 @@ static void attention(squat_rt *rt, int l, size_t m) {
       float *sc = rt->scores + (size_t)hd * S_max;
       rt_scores(ref, D, qq + (size_t)hd * D, qsum, qs->zero_point, qs->scale, c->attn_scaling, L->kq + g * D, kvd,
                 L->ksum + g, (size_t)c->n_kv_heads, L->kzp, L->kscale, S, sc);
-      rt_softmax(ref, S, sc, rt->probs + (size_t)hd * S_max);
+      rt_softmax64(ref, S, sc, rt->probs + (size_t)hd * S_max, rt->e64);
     }
     uint8_t hi = 0;
     if (c->token_rule == SQUAT_RT_RULE_ALL_HIGH) {
@@ -993,11 +1136,13 @@ static void attention_float(squat_rt *rt, int l, size_t m) {
       float *out = rt->attn + i * qd + (size_t)hd * D;
       if (c->float16) {
         rt_scores_f16((size_t)D, rt->xh + (size_t)hd * D, L->kh + g * rt->kh_head, S, c->attn_scaling, rt->scores);
-        rt_softmax(c->reference, S, rt->scores, rt->probs);
+        if (rt->exact) rt_softmax64(c->reference, S, rt->scores, rt->probs, rt->e64);
+        else rt_softmax(c->reference, S, rt->scores, rt->probs);
         rt_pv_f16((size_t)D, S, rt->probs, rt->ph, L->vh + g * D, kvd, out);
       } else {
         rt_scores_f32(D, rt->qb + i * qd + (size_t)hd * D, L->kf + g * D, kvd, S, c->attn_scaling, rt->scores);
-        rt_softmax(c->reference, S, rt->scores, rt->probs);
+        if (rt->exact) rt_softmax64(c->reference, S, rt->scores, rt->probs, rt->e64);
+        else rt_softmax(c->reference, S, rt->scores, rt->probs);
         rt_pv_f32(D, S, rt->probs, L->vf + g * D, kvd, out);
       }
     }
@@ -1056,12 +1201,14 @@ int squat_rt_forward(squat_rt *rt, const int32_t *ids, size_t n, float *logits, 
     norm(rt, n, rt->x, L->post_norm, L->post_norm_b, rt->xn);
     if (gpt2) {
       if ((rc = linear(rt, l, &L->lin[SQUAT_RT_UP], n, rt->xn, rt->g))) return rc;
-      rt_gelu(ref, n * im, rt->g);
+      if (rt->exact) rt_gelu64(ref, n * im, rt->g);
+      else rt_gelu(ref, n * im, rt->g);
     } else {
       if ((rc = linear(rt, l, &L->lin[SQUAT_RT_GATE], n, rt->xn, rt->g)) ||
           (rc = linear(rt, l, &L->lin[SQUAT_RT_UP], n, rt->xn, rt->u)))
         return rc;
-      rt_silu_mul(ref, n * im, rt->g, rt->u);
+      if (rt->exact) rt_silu_mul64(ref, n * im, rt->g, rt->u);
+      else rt_silu_mul(ref, n * im, rt->g, rt->u);
     }
     if ((rc = linear(rt, l, &L->lin[SQUAT_RT_DOWN], n, rt->g, rt->tmp))) return rc;
     rt_residual(n * h, rt->x, rt->tmp);

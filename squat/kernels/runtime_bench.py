@@ -88,7 +88,7 @@ _RT_OPS = {"rt_scores": 2, "rt_scores_f16": 2, "rt_scores_f32": 2, "rt_softmax":
            "rt_pv_f32": 4, "rt_group": 4, "rt_pv_out": 4, "rt_quant_q": 5, "rt_quant_k": 5, "rt_append_value": 5,
            "rt_append_kv_f16": 5, "rt_quant_probs": 6, "rt_rmsnorm": 7, "rt_layernorm": 7, "rt_rope": 8,
            "rt_silu_mul": 9, "rt_gelu": 9, "rt_embed": 10, "rt_residual": 11, "rt_lin_f16_in": 1, "rt_from_f16": 1,
-           "rt_bias": 1}
+           "rt_bias": 1, "rt_softmax64": 3, "rt_rmsnorm64": 7, "rt_layernorm64": 7, "rt_silu_mul64": 9, "rt_gelu64": 9}
 _FLOAT_LIB = ("squat_gemm_f16", "squat_gemm_f32", "pack_lhs_blocked", "pack_lhs_f16_rows", "pack_lhs_f32_rows",
               "squat_fgemm_")
 

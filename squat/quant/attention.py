@@ -64,17 +64,19 @@ def _is_int(q) -> bool:
 
 
 def _integer_scores(q_site, k_site, query, key, qmask, kmask):
-    """``q @ k^T`` as one exact integer matmul (float64) and one rescale (per-token scales of q rows, k columns)."""
+    """``q @ k^T`` as one exact integer matmul and the runtime's float32 rescale ``fp32(acc) * fp32(s_q * s_k)``
+    (per-token scales of q rows, k columns)."""
     qc, sq = q_site.centered(query, qmask)
     kc, sk = k_site.centered(key, kmask)
     acc = exact_matmul(qc, kc.transpose(-1, -2), query.shape[-1] * q_site.span * k_site.span)
-    return acc * sq * (sk.transpose(-1, -2) if sk.dim() > 1 else sk)
+    return acc.float() * (sq.float() * (sk.transpose(-1, -2) if sk.dim() > 1 else sk).float())
 
 
 def _integer_pv(p_site, v_site, probs, value, vmask):
     """``probs @ v`` in integers: one exact matmul per value scale group (a per-tensor v has one; token-adaptive v
-    has two, split by the mask), each with its own rescale. Per-token dynamic v scales vary along the
-    contracted axis, so that case dequantizes v first (float64)."""
+    has two, split by the mask), each rescaled as the runtime does, ``fp32(acc) * fp32(s_p * s_v)`` in float32,
+    the groups then added. Per-token dynamic v scales vary along the contracted axis, so that case dequantizes v
+    first (float64)."""
     pc, sp = p_site.centered(probs)
     bound = value.shape[-2] * p_site.span * v_site.span
     high = getattr(v_site, "high", None)
@@ -82,10 +84,11 @@ def _integer_pv(p_site, v_site, probs, value, vmask):
         ch, sh = high.centered(value)
         cl, sl = v_site.low.centered(value)
         m = vmask[:, None, :, None].double()
-        return exact_matmul(pc, ch * m, bound) * sp * sh + exact_matmul(pc, cl * (1 - m), bound) * sp * sl
+        return (exact_matmul(pc, ch * m, bound).float() * (sp * sh).float()
+                + exact_matmul(pc, cl * (1 - m), bound).float() * (sp * sl).float())
     vc, sv = v_site.centered(value, vmask)
     if sv.numel() == 1:
-        return exact_matmul(pc, vc, bound) * sp * sv
+        return exact_matmul(pc, vc, bound).float() * (sp * sv).float()
     return (pc @ (vc * sv)) * sp
 
 
@@ -121,7 +124,7 @@ def squat_attention(module, query, key, value, attention_mask, scaling=None, dro
     kmask = state.key_mask(aq.layer) if state else None
     q_hat = k_hat = None  # fake-quantized q and k, when the float path made them
     if exact and _is_int(sites["q"]) and _is_int(sites["k"]):
-        scores = _integer_scores(sites["q"], sites["k"], query, key, qmask, kmask).to(query.dtype) * scaling
+        scores = _integer_scores(sites["q"], sites["k"], query, key, qmask, kmask) * scaling
     else:
         q_hat, k_hat = _quant(aq.q, query, qmask), _quant(aq.k, key, kmask)
         scores = torch.matmul(q_hat, k_hat.transpose(2, 3)) * scaling  # (B, H, T, S)

@@ -61,19 +61,23 @@ class QuantLinear(nn.Module):
 
     @torch.no_grad()
     def _exact(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval: ``s_x * s_w * (c_x @ q_w^T) + b`` as one exact integer matmul (float64) and one rescale, the integer
-        kernel's arithmetic. Unlike a float matmul of the dequantized tensors, its result does not depend on the
-        call's shapes (cached decoding, padding, batch size), and it equals the integer reference exactly."""
+        """Eval: the integer kernel's arithmetic, ``fp32(c_x @ q_w^T) * fp32(s_x * s_w) (+ b)``: one exact integer
+        matmul, then three float32 roundings in the kernel epilogue's order (no fma), so the integer runtime gives
+        the same bits. Unlike a float matmul of the dequantized tensors, the result does not depend on the call's
+        shapes (cached decoding, padding, batch size). A float input (o_proj_input=false) is summed in float64 and
+        rounded once: order-independent here, though the runtime's fp32 GEMM sums it in its own order."""
         wc, sw = self.weight_quant.centered(self.weight_nk())
         if isinstance(self.act_quant, nn.Identity):
-            xc, sx, span = x.double(), torch.ones(1, dtype=torch.float64, device=x.device), 2**30
-        else:
-            mask = self.act_quant.mask() if hasattr(self.act_quant, "mask") else None
-            xc, sx = self.act_quant.centered(x, mask)
-            span = self.act_quant.span
-        y = exact_matmul(xc, wc.t(), self.in_features * span * 2 ** (self.weight_quant.bits - 1)) * (sx * sw.reshape(1, -1))
+            y = exact_matmul(x.double(), wc.t(), 2**30) * sw.reshape(1, -1)
+            if self.bias is not None:
+                y = y + self.bias.double()
+            return y.to(x.dtype)
+        mask = self.act_quant.mask() if hasattr(self.act_quant, "mask") else None
+        xc, sx = self.act_quant.centered(x, mask)
+        acc = exact_matmul(xc, wc.t(), self.in_features * self.act_quant.span * 2 ** (self.weight_quant.bits - 1))
+        y = acc.float() * (sx.float() * sw.float().reshape(1, -1))
         if self.bias is not None:
-            y = y + self.bias.double()
+            y = y + self.bias
         return y.to(x.dtype)
 
     def to_float(self) -> nn.Module:

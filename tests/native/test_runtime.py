@@ -96,7 +96,9 @@ def test_logits_match_the_fake_quant_student_on_validation_text(student, text):
             for layer, high in state.high.items():
                 assert np.array_equal(rt.high_flags(layer), high[0].numpy()), (name, layer)
     print(f"\n{name}: max |logit diff| / max |logit| over {len(val)} sequences = {worst:.2e}")
-    assert worst < 1e-3, (name, worst)
+    # every code equal, so only the float head's summation order differs (about 1e-7); the contract is 1e-3, which
+    # a float o_proj (fp32 sums in another order than torch's) meets on these tiny models but not always at scale
+    assert worst < (1e-3 if name.endswith("float_o") else 1e-5), (name, worst)
 
 
 def test_cached_decoding_equals_the_prefill(student, text):
