@@ -48,6 +48,40 @@ def test_all_quantizers_off_is_bit_identical(family, ids):
         assert torch.equal(model(ids).logits, ref(ids).logits)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_norms_and_activations_are_float64_rounded_once_training_untouched(family):
+    """The runtime's arithmetic (squat.quant.exact_ops) replaces the norms' and the MLP activation's eval output only."""
+    ref = tiny(family)
+    torch.manual_seed(2)
+    for p in ref.parameters():
+        if p.dim() == 1:
+            p.data.uniform_(0.5, 1.5)  # norm weights (and GPT-2 biases) away from their initial ones
+    model = copy.deepcopy(ref)
+    quantize_model(model, W4A4)
+    block, ref_block = (model.model.layers[0], ref.model.layers[0]) if family == "llama" else (model.transformer.h[0], ref.transformer.h[0])
+    norm, ref_norm = (block.input_layernorm, ref_block.input_layernorm) if family == "llama" else (block.ln_1, ref_block.ln_1)
+    act = block.mlp.act_fn if family == "llama" else block.mlp.act
+    x = torch.randn(3, 7, 64) * 3
+    with torch.no_grad():
+        model.train()
+        assert torch.equal(norm(x), ref_norm.train()(x)) and torch.equal(act(x), ref_block.mlp.__getattr__(
+            "act_fn" if family == "llama" else "act")(x))
+        model.eval()
+        x64 = x.double()
+        if family == "llama":
+            r = 1.0 / torch.sqrt((x64 * x64).mean(-1, keepdim=True) + float(torch.tensor(norm.variance_epsilon).float()))
+            want = norm.weight * (x64 * r).float()
+            want_act = (x64 / (1 + torch.exp(-x64))).float()
+        else:
+            d = x64 - x64.mean(-1, keepdim=True)
+            r = 1.0 / torch.sqrt((d * d).mean(-1, keepdim=True) + float(torch.tensor(norm.eps).float()))
+            want = (d * r).float() * norm.weight + norm.bias
+            want_act = (0.5 * x64 * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x64 + 0.044715 * x64 ** 3)))).float()
+        assert torch.equal(norm(x), want)
+        assert (act(x) - want_act).abs().max() <= 1e-6 * want_act.abs().max()  # another float64 tanh: an ulp at most
+        assert not torch.equal(norm(x), ref_norm.train()(x))  # float32 statistics differ in the last bits
+
+
 def _rel_drift(ref, qcfg, method, ids) -> float:
     model = copy.deepcopy(ref)
     quantize_model(model, qcfg, method)
