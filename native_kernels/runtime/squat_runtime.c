@@ -287,20 +287,18 @@ int squat_rt_ready(squat_rt *rt) {
       (gpt2 ? !rt->pos_embed || !rt->norm_b : !rt->rope_cos || !rt->rope_sin))
     return SQUAT_RT_E_MISSING;
   const size_t sp = rt->s_pad = (s + 15) & ~(size_t)15, D = (size_t)c->head_dim, nkv = (size_t)c->n_kv_heads;
-  rt->exact = 0; /* a float baseline has float linears and float attention only */
-  for (int i = 0; i < c->n_layers; i++) {
-    rt->exact |= !rt->layers[i].float_attn;
-    for (int j = 0; j < N_SLOTS; j++) rt->exact |= rt->layers[i].lin[j].blob != NULL;
-  }
+  rt->exact = 0; /* set below: a float baseline has float linears and float attention only */
   rt->vt_head = rt->kh_head = sp * D;
   size_t ws = rt->head.blob ? squat_qlinear_workspace_size(rt->head.blob, s) : 0, fk = h, fn = (size_t)c->vocab;
   for (int i = 0; i < c->n_layers; i++) {
     rt_layer *L = &rt->layers[i];
     if (!L->input_norm || !L->post_norm || !L->attn_set || (gpt2 && (!L->input_norm_b || !L->post_norm_b)))
       return SQUAT_RT_E_MISSING;
+    rt->exact |= !L->float_attn;
     for (int j = 0; j < N_SLOTS; j++) {
       if (gpt2 && (j == SQUAT_RT_K || j == SQUAT_RT_V || j == SQUAT_RT_GATE)) continue;
       if (!L->lin[j].blob && !L->lin[j].fw) return SQUAT_RT_E_MISSING;
+      rt->exact |= L->lin[j].blob != NULL;
       const size_t w = L->lin[j].blob ? squat_qlinear_workspace_size(L->lin[j].blob, s) : 0;
       if (w > ws) ws = w;
       if (L->lin[j].k > fk) fk = L->lin[j].k;

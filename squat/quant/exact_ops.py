@@ -63,20 +63,16 @@ _GELU = _hook(lambda m, x: gelu_tanh(x))
 
 
 def install(model: nn.Module, family: str) -> list:
-    """Hook every block norm, the final norm and the MLP activation; returns the hook handles."""
+    """Hook every block norm, the final norm and the MLP activation (when it is the one the runtime implements:
+    LLaMA's silu, GPT-2's gelu_new; another stays HF's op); returns the hook handles."""
     if family == "llama":
-        blocks, final = model.model.layers, model.model.norm
-        mods = [(final, _RMS)]
-        for b in blocks:
-            mods += [(b.input_layernorm, _RMS), (b.post_attention_layernorm, _RMS), (b.mlp.act_fn, _SILU)]
-        if model.config.hidden_act != "silu":
-            raise ValueError(f"hidden_act={model.config.hidden_act!r}: the integer runtime implements silu only")
+        norms = [model.model.norm] + [n for b in model.model.layers for n in (b.input_layernorm, b.post_attention_layernorm)]
+        mods = [(n, _RMS) for n in norms]
+        if model.config.hidden_act == "silu":
+            mods += [(b.mlp.act_fn, _SILU) for b in model.model.layers]
     else:
-        blocks, final = model.transformer.h, model.transformer.ln_f
-        mods = [(final, _LN)]
-        for b in blocks:
-            mods += [(b.ln_1, _LN), (b.ln_2, _LN), (b.mlp.act, _GELU)]
-        if model.config.activation_function != "gelu_new":
-            raise ValueError(f"activation_function={model.config.activation_function!r}: the integer runtime "
-                             "implements gelu_new only")
+        norms = [model.transformer.ln_f] + [n for b in model.transformer.h for n in (b.ln_1, b.ln_2)]
+        mods = [(n, _LN) for n in norms]
+        if model.config.activation_function == "gelu_new":
+            mods += [(b.mlp.act, _GELU) for b in model.transformer.h]
     return [m.register_forward_hook(h) for m, h in mods]

@@ -150,7 +150,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, method: str = "lsq") -> Q
         head = model.get_output_embeddings()
         act_q = make_quantizer(method, "act", cfg.act_bits) if cfg.act_bits else nn.Identity()
         model.set_output_embeddings(QuantLinear.from_module(head, weight(head.weight.shape[0]), act_q))
-    acts = [m.act_quant for m in model.modules() if isinstance(m, QuantLinear)]
+    acts = [m.act_quant for m in quant_linears(model).values()]
     acts += [getattr(m.attn_quant, k) for m in model.modules() if hasattr(m, "attn_quant") for k in ("q", "k", "v", "probs")]
     if any(not isinstance(a, nn.Identity) for a in acts):  # what the runtime runs in integers (its `exact` models)
         exact_ops.install(model, family)

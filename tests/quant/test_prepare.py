@@ -60,12 +60,11 @@ def test_eval_norms_and_activations_are_float64_rounded_once_training_untouched(
     quantize_model(model, W4A4)
     block, ref_block = (model.model.layers[0], ref.model.layers[0]) if family == "llama" else (model.transformer.h[0], ref.transformer.h[0])
     norm, ref_norm = (block.input_layernorm, ref_block.input_layernorm) if family == "llama" else (block.ln_1, ref_block.ln_1)
-    act = block.mlp.act_fn if family == "llama" else block.mlp.act
+    act, ref_act = (block.mlp.act_fn, ref_block.mlp.act_fn) if family == "llama" else (block.mlp.act, ref_block.mlp.act)
     x = torch.randn(3, 7, 64) * 3
     with torch.no_grad():
         model.train()
-        assert torch.equal(norm(x), ref_norm.train()(x)) and torch.equal(act(x), ref_block.mlp.__getattr__(
-            "act_fn" if family == "llama" else "act")(x))
+        assert torch.equal(norm(x), ref_norm.train()(x)) and torch.equal(act(x), ref_act(x))
         model.eval()
         x64 = x.double()
         if family == "llama":
