@@ -1,6 +1,6 @@
 """The paper's accuracy claims at CPU scale, from one command: teacher, every sweep, evaluation and the reports.
 
-    python scripts/reproduce.py                       # everything under outputs/repro (about 8.5 hours on 2 cores)
+    python scripts/reproduce.py                       # everything under outputs/repro (about 7.5 hours on 2 cores)
     python scripts/reproduce.py --root DIR --smoke    # the same pipeline in minutes (tiny steps; for CI and tests)
 
 Steps (each skipped when its outputs exist, so rerunning the same command after an interruption resumes):
@@ -21,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # report dir -> [(sub-sweep dir, experiment)]
 SWEEPS = {
     "table1": [("w4a4", "repro_table1_w4a4"), ("8bit", "repro_table1_8bit")],
-    "fig7": [("losses", "repro_fig7")],
+    "fig7": [("losses", "repro_fig7"), ("entropy", "repro_fig7_entropy")],
     "fig8": [("ratios", "repro_fig8"), ("pair", "repro_fig8_pair"), ("topk", "repro_topk")],
 }
 SMOKE = ["trainer.max_steps=3", "trainer.val_check_interval=3", "data.max_train_chars=200000",
@@ -34,6 +36,29 @@ SMOKE = ["trainer.max_steps=3", "trainer.val_check_interval=3", "data.max_train_
 SMOKE_TEACHER = ["trainer.max_steps=20", "trainer.val_check_interval=20", "data.max_train_chars=200000",
                  "data.max_val_chunks=8", "callbacks.final_eval.lines=50", "model.hidden_size=64",
                  "model.intermediate_size=128", "model.num_layers=2", "model.num_heads=2", "data.tokenizer.vocab_size=512"]
+
+# report dir -> (sub dir, sweep, method, jobs): a cell whose config another sweep already trains is linked in from
+# there, not trained twice (Fig. 7's rE and rD both on is Table I's Squat W4A4, repro_table1_w4a4's 3 seeds)
+SHARED = {"fig7": ("both", "table1/w4a4", "squat", 3)}
+
+
+def shared_jobs(root: Path, report_dir: str) -> list[Path]:
+    _, src, method, _ = SHARED[report_dir]
+    return [s.parent for s in sorted((root / src).glob("*/summary.json"))
+            if OmegaConf.load(s.parent / "resolved_config.yaml").method.name == method]
+
+
+def link_shared(root: Path, report_dir: str) -> None:
+    sub, src, method, n = SHARED[report_dir]
+    jobs = shared_jobs(root, report_dir)
+    if len(jobs) < n:
+        raise SystemExit(f"{report_dir} reuses {root / src}'s {n} finished {method} jobs and finds {len(jobs)}: run "
+                         f"that sweep first (scripts/reproduce.py without --only, or --only {src.split('/')[0]})")
+    dst = root / report_dir / sub
+    dst.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        if not (dst / job.name).exists():
+            (dst / job.name).symlink_to(os.path.relpath(job, dst))
 
 
 def sh(cmd: list[str], log: Path) -> None:
@@ -63,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0 = time.time()
+    for report_dir, (_, src, _, _) in SHARED.items():
+        if a.only and report_dir in a.only and src.split("/")[0] not in a.only:
+            link_shared(root, report_dir)  # a cell reused from a sweep this call will not run: missing fails now
 
     teacher = root / "teacher"
     if not (teacher / "summary.json").is_file():  # an interrupted teacher continues from its last checkpoint
@@ -85,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"stage.teacher={teacher / 'model'}", "launcher=joblib", f"hydra.launcher.n_jobs={a.jobs}",
                 *(SMOKE if a.smoke else []), *a.overrides], root / "logs" / f"{report_dir}_{sub}.log")
             print(f"  {jobs_done(sweep)} jobs finished in {sweep}", flush=True)
+        if report_dir in SHARED:
+            link_shared(root, report_dir)
         sh([str(BIN / "squat-report"), str(root / report_dir)], root / "logs" / f"report_{report_dir}.log")
     print(f"reproduction done in {(time.time() - t0) / 3600:.2f} h: reports in "
           + ", ".join(str(root / d / "report.md") for d in SWEEPS if not a.only or d in a.only))

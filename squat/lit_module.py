@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -58,6 +59,9 @@ class SquatLitModule(L.LightningModule):
             t.eval().requires_grad_(False)
         self.register_buffer("token_bytes", token_bytes if token_bytes is not None else torch.zeros(0), persistent=False)
         self._meter = NLLMeter()
+        # (global step, metrics) of the last validation inside fit(): a run whose last in-fit validation fell on its
+        # final step reuses it instead of scoring the whole split a second time
+        self.fit_val: tuple[int, dict] | None = None
 
     @property
     def quant(self):
@@ -126,11 +130,13 @@ class SquatLitModule(L.LightningModule):
         self._meter.update(self(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
-        res = self._meter.sync().compute()  # DDP: every rank scored its share of the split
-        for k, v in res.items():
-            self.log(f"val/{k}", v, prog_bar=k in ("loss", "ppl"))
+        res = {f"val/{k}": v for k, v in self._meter.sync().compute().items()}  # DDP: every rank scored its share
         if self.quant is not None and self.quant.state is not None:
-            self.log("val/low_bit_token_fraction", self.quant.state.low_fraction())
+            res["val/low_bit_token_fraction"] = self.quant.state.low_fraction()
+        for k, v in res.items():
+            self.log(k, v, prog_bar=k in ("val/loss", "val/ppl"))
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            self.fit_val = (self.trainer.global_step, {k: float(torch.as_tensor(v, dtype=torch.float32)) for k, v in res.items()})
 
     def configure_optimizers(self):
         opt, sched = make_optimizer(self.student, self.stage_cfg, int(self.trainer.estimated_stepping_batches))

@@ -114,7 +114,8 @@ class Job:
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     jobs, others = [], 0
-    for summary in sorted(sweep_dir.rglob("summary.json")):
+    found = [Path(d) / "summary.json" for d, _, files in os.walk(sweep_dir, followlinks=True) if "summary.json" in files]
+    for summary in sorted(found):  # links count: a report may reuse another sweep's identical jobs
         cfg_file = summary.parent / "resolved_config.yaml"
         if not cfg_file.is_file():
             continue

@@ -216,7 +216,10 @@ def _run(rc: RunConfig, cfg: DictConfig, out: Path, folder: RunFolder) -> dict:
     t_fit = time.time()
     trainer.fit(lit, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None)
     fit_minutes = (time.time() - t_fit) / 60
-    end = trainer.validate(lit, datamodule=dm, verbose=False)[0]
+    if lit.fit_val is not None and lit.fit_val[0] == trainer.global_step:
+        end = lit.fit_val[1]
+    else:
+        end = trainer.validate(lit, datamodule=dm, verbose=False)[0]
 
     teacher = evaluate(lit.teachers[0], dm.val_dataloader(), dm.token_bytes) if lit.teachers else {}
     if not trainer.is_global_zero:

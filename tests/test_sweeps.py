@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import statistics
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from squat.report import Stats, compare, report
+from squat.report import Stats, compare, load_jobs, report
 from squat.train import run
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import ROOT, TINY, compose_cfg
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,19 @@ def test_table1_tiny_multirun_with_two_seeds_and_report(teacher, tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     runs = list((sweep / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].rglob("*.table.json")) and list(runs[0].rglob("*.png"))
+
+    # scripts/reproduce.py reuses a finished cell in another report by linking its jobs; the report follows links
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
+    repro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repro)
+    root = tmp_path / "root"
+    (root / "table1").mkdir(parents=True)
+    sweep.rename(root / "table1" / "w4a4")
+    repro.link_shared(root, "fig7")
+    squat_jobs = sorted(d.name for d in (root / "table1" / "w4a4").glob("*-squat-*"))
+    assert len(squat_jobs) == 4 and sorted(j.dir.name for j in load_jobs(root / "fig7")) == squat_jobs
+    with pytest.raises(SystemExit, match="finds 0: run that sweep first"):
+        repro.link_shared(tmp_path / "elsewhere", "fig7")
 
 
 def test_welch_comparison_marks_only_differences_beyond_the_seed_spread():

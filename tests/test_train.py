@@ -87,3 +87,20 @@ def test_squat_eval_scores_babylm_domains_and_their_union(pretrain_run, tmp_path
     res = run_eval(to_typed(cfg))
     assert res["val_easy/ppl"] < res["val/ppl"] < res["val_hard/ppl"]
     assert res["val_lines/lines"] == 20 and res["val_lines/bpb"] > 0
+
+
+@pytest.mark.parametrize("interval", [3, 4])
+def test_final_validation_is_reused_only_when_it_fell_on_the_last_step(tmp_path, monkeypatch, interval):
+    """6 steps: validating every 3 ends on step 6, so the run's end metrics are that pass (start + 2 passes); every 4
+    ends on step 4, so the run scores the split once more after fit (start + 1 + 1)."""
+    from squat.lit_module import SquatLitModule
+    from tests.conftest import TINY
+
+    calls = []
+    orig = SquatLitModule.on_validation_epoch_start
+    monkeypatch.setattr(SquatLitModule, "on_validation_epoch_start", lambda self: (calls.append(1), orig(self))[1])
+    overrides = TINY + ["trainer.max_steps=6", f"trainer.val_check_interval={interval}"]
+    summary = run(compose_cfg(overrides, tmp_path))
+    assert len(calls) == 3
+    val = pd.read_csv(tmp_path / "csv" / "metrics.csv")["val/ppl"].dropna()
+    assert summary["val_ppl_end"] == val.iloc[-1] and summary["steps"] == 6
