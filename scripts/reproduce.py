@@ -1,6 +1,6 @@
 """The paper's accuracy claims at CPU scale, from one command: teacher, every sweep, evaluation and the reports.
 
-    python scripts/reproduce.py                       # everything under outputs/repro (about 7.5 hours on 2 cores)
+    python scripts/reproduce.py                       # everything under outputs/repro (about 8 hours on 2 cores)
     python scripts/reproduce.py --root DIR --smoke    # the same pipeline in minutes (tiny steps; for CI and tests)
 
 Steps (each skipped when its outputs exist, so rerunning the same command after an interruption resumes):

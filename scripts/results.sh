@@ -69,7 +69,8 @@ if [[ $what == all || $what == qat_recipe ]]; then
   # 200 are 1% of its ~19k steps; here 20 are 2.5% of 800), Squat at W4A4 from the BabyLM teacher, 800 steps with
   # the dev curve every 100 steps.
   $B/squat-train -m hydra.sweep.dir=outputs/docs/qat_recipe experiment=repro_qat quant=w4a4 \
-    stage.teacher=outputs/docs/babylm_teacher/model trainer.max_steps=800 stage.lr=1e-3,2.5e-4
+    stage.teacher=outputs/docs/babylm_teacher/model trainer.max_steps=800 trainer.val_check_interval=100 \
+    stage.lr=1e-3,2.5e-4
   $B/squat-report outputs/docs/qat_recipe --no-wandb
 fi
 
