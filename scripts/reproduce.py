@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for report_dir, (_, src, _, _) in SHARED.items():
         if a.only and report_dir in a.only and src.split("/")[0] not in a.only:
-            link_shared(root, report_dir)  # a cell reused from a sweep this call will not run: missing fails now
+            link_shared(root, report_dir)  # reused from a sweep this call will not run: if missing, fail now
 
     teacher = root / "teacher"
     if not (teacher / "summary.json").is_file():  # an interrupted teacher continues from its last checkpoint

@@ -136,7 +136,9 @@ class SquatLitModule(L.LightningModule):
         for k, v in res.items():
             self.log(k, v, prog_bar=k in ("val/loss", "val/ppl"))
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
-            self.fit_val = (self.trainer.global_step, {k: float(torch.as_tensor(v, dtype=torch.float32)) for k, v in res.items()})
+            # float32, as trainer.validate() returns what was logged
+            as_logged = {k: float(torch.as_tensor(v, dtype=torch.float32)) for k, v in res.items()}
+            self.fit_val = (self.trainer.global_step, as_logged)
 
     def configure_optimizers(self):
         opt, sched = make_optimizer(self.student, self.stage_cfg, int(self.trainer.estimated_stepping_batches))

@@ -114,8 +114,9 @@ class Job:
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     jobs, others = [], 0
-    found = [Path(d) / "summary.json" for d, _, files in os.walk(sweep_dir, followlinks=True) if "summary.json" in files]
-    for summary in sorted(found):  # links count: a report may reuse another sweep's identical jobs
+    # links count: a report may reuse another sweep's identical jobs
+    found = [Path(d) / "summary.json" for d, _, fs in os.walk(sweep_dir, followlinks=True) if "summary.json" in fs]
+    for summary in sorted(found):
         cfg_file = summary.parent / "resolved_config.yaml"
         if not cfg_file.is_file():
             continue
