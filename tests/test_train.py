@@ -8,7 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from squat.data import TextDataModule
+from squat.eval.perplexity import evaluate
 from squat.train import run
+from squat.utils import to_typed
 from tests.conftest import compose_cfg
 
 
@@ -100,7 +103,14 @@ def test_final_validation_is_reused_only_when_it_fell_on_the_last_step(tmp_path,
     orig = SquatLitModule.on_validation_epoch_start
     monkeypatch.setattr(SquatLitModule, "on_validation_epoch_start", lambda self: (calls.append(1), orig(self))[1])
     overrides = TINY + ["trainer.max_steps=6", f"trainer.val_check_interval={interval}"]
-    summary = run(compose_cfg(overrides, tmp_path))
+    cfg = compose_cfg(overrides, tmp_path)
+    summary = run(cfg)
     assert len(calls) == 3
     val = pd.read_csv(tmp_path / "csv" / "metrics.csv")["val/ppl"].dropna()
     assert summary["val_ppl_end"] == val.iloc[-1] and summary["steps"] == 6
+    # the end metrics are the saved (final) model's, scored again outside the Trainer
+    rc = to_typed(cfg)
+    dm = TextDataModule(rc.data, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "model"), seed=rc.seed).prepare()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    ref = evaluate(model, dm.val_dataloader(), dm.token_bytes, max_batches=rc.trainer.limit_val_batches)
+    assert summary["val_ppl_end"] == pytest.approx(ref["ppl"], rel=1e-5)
